@@ -1,0 +1,1 @@
+"""Composing and delivering email: transport, (later) rendering and the sending pipeline."""

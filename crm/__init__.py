@@ -1,0 +1,51 @@
+"""Supporter CRM: the application factory."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from flask import Flask
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def create_app(config: dict | None = None) -> Flask:
+    """Build the app from environment settings, overridden by `config` (as tests do)."""
+    from crm import errors, filters
+    from crm.auth import permissions
+    from crm.blueprints import register_blueprints
+    from crm.config import load_config
+    from crm.database import init_database
+    from crm.extensions import csrf, db, login_manager, migrate
+
+    app = Flask(
+        __name__,
+        instance_path=str((config or {}).get("INSTANCE_PATH") or ROOT / "instance"),
+        template_folder=str(ROOT / "templates"),
+        static_folder="static",
+    )
+    app.config.update(load_config(app.instance_path, config))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    if app.config.get("PROXY_COUNT"):
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        count = int(app.config["PROXY_COUNT"])
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count, x_host=count)
+
+    init_database(app)
+    migrate.init_app(app, db, directory=str(ROOT / "migrations"), render_as_batch=True)
+    login_manager.init_app(app)
+    login_manager.login_view = "auth.login"
+    login_manager.login_message = "Please sign in to continue."
+    login_manager.login_message_category = "info"
+    register_blueprints(app)
+    permissions.init_app(app)  # before CSRF: a forbidden request is a 403, not a 400
+    csrf.init_app(app)
+    errors.init_app(app)
+    filters.init_app(app)
+    from crm import cli
+
+    cli.init_app(app)
+    return app

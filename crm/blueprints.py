@@ -1,0 +1,19 @@
+"""The list of feature blueprints, in one place."""
+
+from flask import Flask
+
+
+def register_blueprints(app: Flask) -> None:
+    from crm.auth import bp as auth
+    from crm.dashboard import bp as dashboard
+    from crm.outbox import bp as outbox
+    from crm.petitions import bp as petitions
+    from crm.reports import bp as reports
+    from crm.sections import campaigns, segments
+    from crm.settings import bp as settings
+    from crm.staff import bp as staff
+    from crm.supporters import bp as supporters
+
+    for blueprint in (auth, dashboard, supporters, petitions, segments, campaigns, reports,
+                      settings, staff, outbox):
+        app.register_blueprint(blueprint)

@@ -1,0 +1,109 @@
+"""The `crm` command: Flask's own commands (db, run, routes, shell) plus ours."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup, FlaskGroup
+
+from crm.config import ConfigError
+
+users = AppGroup("users", help="Manage staff accounts.")
+
+
+@users.command("create")
+@click.argument("email")
+@click.option("--role", type=click.Choice(["admin", "organizer", "analyst"]), default="organizer",
+              show_default=True)
+@click.option("--name", default="", help="Display name.")
+@click.option("--password", help="Initial password (prompted for when omitted).")
+def users_create(email: str, role: str, name: str, password: str | None) -> None:
+    """Create a staff account."""
+    from crm.staff.service import StaffError, create_staff
+
+    if password is None:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        user = create_staff(email, role, password, name)
+    except StaffError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Created {user.role} {user.email}")
+
+
+@users.command("list")
+def users_list() -> None:
+    """List staff accounts."""
+    from crm.extensions import db
+    from crm.models import StaffUser
+
+    for user in db.session.scalars(db.select(StaffUser).order_by(StaffUser.email)):
+        state = "active" if user.active else "deactivated"
+        click.echo(f"{user.email:40} {user.role:10} {state}")
+
+
+@users.command("deactivate")
+@click.argument("email")
+def users_deactivate(email: str) -> None:
+    """Stop a staff account from signing in (its history stays)."""
+    from crm.staff.service import StaffError, deactivate_staff
+
+    try:
+        user = deactivate_staff(email)
+    except StaffError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Deactivated {user.email}")
+
+
+@click.command("worker")
+@click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
+@click.option("--no-scheduler", is_flag=True, help="Do not run RQ's scheduler in this worker.")
+def worker_command(burst: bool, no_scheduler: bool) -> None:
+    """Run an RQ worker on every queue of this app (any number may run, on any machine)."""
+    from crm.services import check_services
+    from workers.run import run_worker
+
+    app = current_app._get_current_object()
+    check_services(app)
+    run_worker(app, burst=burst, with_scheduler=not no_scheduler)
+
+
+@click.command("demo")
+def demo_command() -> None:
+    """Load demo petitions and supporters (only into an empty database)."""
+    from crm.demo import load_demo_data
+
+    click.echo(load_demo_data())
+
+
+def init_app(app: Flask) -> None:
+    app.cli.add_command(users)
+    app.cli.add_command(worker_command)
+    app.cli.add_command(demo_command)
+
+
+def _create_app() -> Flask:
+    from crm import create_app
+
+    return create_app()
+
+
+def _group() -> FlaskGroup:
+    from crm.devserver import dev_command
+
+    group = FlaskGroup(create_app=_create_app, help="Supporter CRM and email campaign manager.")
+    group.add_command(dev_command)
+    return group
+
+
+def main() -> None:
+    try:
+        _group().main(prog_name="crm")
+    except ConfigError as exc:
+        click.echo(f"Configuration error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""Settings: defaults, then environment variables, then an optional mapping (tests)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+
+class ConfigError(Exception):
+    """A setting is missing, malformed or points at something unreachable."""
+
+    def __init__(self, variable: str, problem: str):
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+        self.problem = problem
+
+
+ENV_SETTINGS = (
+    "SECRET_KEY",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "SMTP_URL",
+    "BASE_URL",
+    "MAIL_FROM",
+    "ORG_NAME",
+    "ORG_POSTAL_ADDRESS",
+    "SEND_RATE_PER_SECOND",
+    "CRM_ENV",
+)
+
+DEFAULTS = {
+    "CRM_ENV": "production",
+    "BASE_URL": "http://127.0.0.1:5000",
+    "MAIL_FROM": "updates@example.org",
+    "ORG_NAME": "Refugee Rights Network",
+    "ORG_POSTAL_ADDRESS": "",
+    "SEND_RATE_PER_SECOND": "50",
+    "LOGIN_MAX_FAILURES": 10,
+    "LOGIN_WINDOW_SECONDS": 15 * 60,
+    "WTF_CSRF_TIME_LIMIT": None,
+    "SESSION_COOKIE_HTTPONLY": True,
+    "SESSION_COOKIE_SAMESITE": "Lax",
+    "REMEMBER_COOKIE_HTTPONLY": True,
+    "REMEMBER_COOKIE_SAMESITE": "Lax",
+    "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+    "MAX_CONTENT_LENGTH": 200 * 1024 * 1024,
+}
+
+
+def load_config(instance_path: str, overrides: dict | None = None) -> dict:
+    """Return the finished settings mapping, or raise ConfigError naming the bad variable."""
+    config: dict = dict(DEFAULTS)
+    for name in ENV_SETTINGS:
+        value = os.environ.get(name)
+        if value not in (None, ""):
+            config[name] = value
+    if overrides:
+        config.update(overrides)
+
+    env = config["CRM_ENV"]
+    if env not in ("development", "production", "testing"):
+        raise ConfigError("CRM_ENV", f"must be development, production or testing, not {env!r}")
+    config["IS_DEV"] = env == "development"
+    config.setdefault("TESTING", env == "testing")
+
+    if not config.get("SECRET_KEY"):
+        if env == "production":
+            raise ConfigError("SECRET_KEY", "is required outside development; set a long random value")
+        config["SECRET_KEY"] = _instance_secret(instance_path)
+
+    config["SQLALCHEMY_DATABASE_URI"] = database_uri(config.get("DATABASE_URL"), instance_path)
+    if config.get("REDIS_URL"):
+        check_redis_url(config["REDIS_URL"])
+    if config.get("SMTP_URL"):
+        parse_smtp_url(config["SMTP_URL"])
+    _check_base_url(config["BASE_URL"])
+    try:
+        rate = float(config["SEND_RATE_PER_SECOND"])
+    except (TypeError, ValueError):
+        raise ConfigError("SEND_RATE_PER_SECOND", "must be a number") from None
+    if rate <= 0:
+        raise ConfigError("SEND_RATE_PER_SECOND", "must be greater than zero")
+    config["SEND_RATE_PER_SECOND"] = rate
+
+    secure = env == "production"
+    config.setdefault("SESSION_COOKIE_SECURE", secure)
+    config.setdefault("REMEMBER_COOKIE_SECURE", secure)
+    config.setdefault("INSTANCE_PATH", instance_path)
+    config.setdefault("OUTBOX_DIR", str(Path(instance_path) / "outbox"))
+    return config
+
+
+def _instance_secret(instance_path: str) -> str:
+    """Keep one random dev/test key in instance/ so sessions survive restarts."""
+    path = Path(instance_path) / "secret_key"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def database_uri(url: str | None, instance_path: str) -> str:
+    """Turn DATABASE_URL into an SQLAlchemy URI; no URL means SQLite under instance/."""
+    if not url:
+        Path(instance_path).mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{Path(instance_path) / 'crm.sqlite3'}"
+    scheme = urlsplit(url).scheme
+    if scheme in ("postgres", "postgresql"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    if scheme in ("postgresql+psycopg", "sqlite"):
+        return url
+    raise ConfigError(
+        "DATABASE_URL",
+        f"unsupported scheme {scheme or '(none)'!r}; use postgresql://user@host/db or sqlite:///path",
+    )
+
+
+def check_redis_url(url: str) -> None:
+    """Reject a REDIS_URL that redis-py could not use."""
+    scheme = urlsplit(url).scheme
+    if scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError("REDIS_URL", f"unsupported scheme {scheme or '(none)'!r}; use redis://host:6379/0")
+
+
+def parse_smtp_url(url: str) -> dict:
+    """Split SMTP_URL (smtp://user:pass@host:587?tls=starttls) into connection settings."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("smtp", "smtps"):
+        raise ConfigError("SMTP_URL", f"unsupported scheme {parts.scheme or '(none)'!r}; use smtp:// or smtps://")
+    if not parts.hostname:
+        raise ConfigError("SMTP_URL", "has no host")
+    query = parse_qs(parts.query)
+    tls = query.get("tls", ["ssl" if parts.scheme == "smtps" else "none"])[0]
+    if tls not in ("none", "starttls", "ssl"):
+        raise ConfigError("SMTP_URL", f"tls must be none, starttls or ssl, not {tls!r}")
+    try:
+        port = parts.port or (465 if tls == "ssl" else 25)
+    except ValueError:
+        raise ConfigError("SMTP_URL", "has an invalid port") from None
+    return {
+        "host": parts.hostname,
+        "port": port,
+        "tls": tls,
+        "username": unquote(parts.username) if parts.username else None,
+        "password": unquote(parts.password) if parts.password else None,
+    }
+
+
+def _check_base_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError("BASE_URL", f"must be an absolute http(s) URL, not {url!r}")

