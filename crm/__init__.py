@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from flask import Flask
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def instance_folder() -> Path:
+    """Where local state lives (SQLite file, embedded Redis, outbox): CRM_INSTANCE_PATH or ./instance."""
+    return Path(os.environ.get("CRM_INSTANCE_PATH") or ROOT / "instance")
 
 
 def create_app(config: dict | None = None) -> Flask:
@@ -21,7 +27,7 @@ def create_app(config: dict | None = None) -> Flask:
 
     app = Flask(
         __name__,
-        instance_path=str((config or {}).get("INSTANCE_PATH") or ROOT / "instance"),
+        instance_path=str((config or {}).get("INSTANCE_PATH") or instance_folder()),
         template_folder=str(ROOT / "templates"),
         static_folder="static",
     )

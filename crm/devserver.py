@@ -15,7 +15,7 @@ import sys
 
 import click
 
-from crm import ROOT
+from crm import instance_folder
 
 
 def _port_free(port: int) -> bool:
@@ -42,10 +42,11 @@ def dev_command(host: str, port: int, no_worker: bool) -> None:
         raise click.ClickException(f"Port {port} is in use; pass --port to choose another.")
     os.environ.setdefault("CRM_ENV", "development")
     os.environ.setdefault("BASE_URL", f"http://{host}:{port}")
-    instance = ROOT / "instance"
+    instance = instance_folder()
     outbox = worker = None
-    # SIGTERM (e.g. from a process manager) stops us like Ctrl-C does.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # Ctrl-C and SIGTERM both stop everything (SIGINT may arrive ignored from a parent shell).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         if not os.environ.get("REDIS_URL"):
             os.environ["REDIS_URL"] = start_embedded(str(instance / "redis")).url
@@ -71,7 +72,7 @@ def dev_command(host: str, port: int, no_worker: bool) -> None:
         pass
     finally:
         if worker is not None:
-            worker.send_signal(signal.SIGINT)
+            worker.send_signal(signal.SIGTERM)
             try:
                 worker.wait(15)
             except subprocess.TimeoutExpired:

@@ -41,7 +41,7 @@ class EmbeddedRedis:
             return
         pid = server.pid
         try:
-            server.shutdown(save=False, now=True)
+            server.shutdown(nosave=True)
         except redis.exceptions.ConnectionError:
             pass  # the server closes our socket as it exits
         server.connection_pool.disconnect()

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import mailbox
-from pathlib import Path
-
 from aiosmtpd.controller import Controller
+
+from crm.outbox.store import open_maildir
 
 
 class OutboxHandler:
     """Store each message byte for byte, with its envelope prepended as X-MailFrom/X-RcptTo."""
 
     def __init__(self, directory: str):
-        Path(directory).mkdir(parents=True, exist_ok=True)
-        self.box = mailbox.Maildir(directory, factory=None, create=True)
+        self.box = open_maildir(directory)
 
     async def handle_DATA(self, server, session, envelope):
         envelope_head = (

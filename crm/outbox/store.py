@@ -35,14 +35,15 @@ class OutboxEntry:
         return part.get_content() if part is not None else None
 
 
-def _maildir(directory: str) -> mailbox.Maildir:
-    Path(directory).mkdir(parents=True, exist_ok=True)
+def open_maildir(directory: str) -> mailbox.Maildir:
+    for sub in ("tmp", "new", "cur"):
+        (Path(directory) / sub).mkdir(parents=True, exist_ok=True)
     return mailbox.Maildir(directory, factory=None, create=True)
 
 
 def list_messages(directory: str, limit: int = 200) -> list[OutboxEntry]:
     """Newest first."""
-    box = _maildir(directory)
+    box = open_maildir(directory)
     stamped = []
     for key in box.iterkeys():
         path = Path(directory) / box._lookup(key)
@@ -52,7 +53,7 @@ def list_messages(directory: str, limit: int = 200) -> list[OutboxEntry]:
 
 
 def get_message(directory: str, key: str) -> OutboxEntry | None:
-    box = _maildir(directory)
+    box = open_maildir(directory)
     try:
         path = Path(directory) / box._lookup(key)
     except KeyError:
@@ -61,7 +62,7 @@ def get_message(directory: str, key: str) -> OutboxEntry | None:
 
 
 def raw_message(directory: str, key: str) -> bytes | None:
-    box = _maildir(directory)
+    box = open_maildir(directory)
     try:
         return box.get_bytes(key)
     except KeyError:
@@ -69,6 +70,6 @@ def raw_message(directory: str, key: str) -> bytes | None:
 
 
 def clear(directory: str) -> None:
-    box = _maildir(directory)
+    box = open_maildir(directory)
     for key in list(box.iterkeys()):
         box.discard(key)

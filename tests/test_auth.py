@@ -1,0 +1,131 @@
+"""Staff sign-in: passwords, throttling, safe redirects, cookies, CSRF and sign-out."""
+
+import pytest
+
+from crm.urls import is_safe_next
+from tests import factories
+
+
+def login(client, email, password, **query):
+    return client.post("/login", data={"email": email, "password": password}, query_string=query)
+
+
+def test_sign_in_and_out(app, client):
+    """A correct password opens the dashboard; signing out closes it again."""
+    user = factories.make_staff("organizer")
+    response = login(client, user.email.upper(), factories.PASSWORD)
+    assert response.status_code == 302 and response.headers["Location"] == "/"
+    assert b"Dashboard" in client.get("/").data
+    client.post("/logout")
+    assert client.get("/").status_code == 302
+
+
+def test_wrong_password_is_refused_with_a_message(app, client):
+    """A wrong password says so and does not sign in."""
+    user = factories.make_staff("admin")
+    response = login(client, user.email, "wrong-password")
+    assert response.status_code == 401
+    assert b"do not match" in response.data
+    assert client.get("/").status_code == 302
+
+
+def test_password_is_hashed_with_scrypt(app):
+    """No plain passwords in the database."""
+    user = factories.make_staff("admin")
+    assert user.password_hash.startswith("scrypt:")
+    assert factories.PASSWORD not in user.password_hash
+
+
+def test_deactivated_staff_cannot_sign_in(app, client):
+    """Deactivation locks the account out even with the right password."""
+    user = factories.make_staff("organizer", active=False)
+    assert login(client, user.email, factories.PASSWORD).status_code == 401
+
+
+def test_account_is_throttled_after_ten_failures(app, client):
+    """The eleventh try is refused even with the right password, with a clear message."""
+    user = factories.make_staff("admin")
+    for _ in range(10):
+        assert login(client, user.email, "nope").status_code == 401
+    response = login(client, user.email, factories.PASSWORD)
+    assert response.status_code == 429
+    assert b"Too many failed sign-in attempts" in response.data
+
+
+def test_ip_is_throttled_across_accounts(app, client):
+    """Guessing many accounts from one address is throttled too."""
+    user = factories.make_staff("admin")
+    for n in range(10):
+        login(client, f"nobody{n}@example.org", "nope")
+    assert login(client, user.email, factories.PASSWORD).status_code == 429
+
+
+def test_success_clears_the_account_counter(app, client):
+    """A correct sign-in resets the account's failures."""
+    user = factories.make_staff("admin")
+    for _ in range(9):
+        login(client, user.email, "nope")
+    assert login(client, user.email, factories.PASSWORD).status_code == 302
+
+
+@pytest.mark.parametrize("target,safe", [
+    ("/supporters/", True), ("/petitions/1?x=1", True), ("//evil.example", False),
+    ("https://evil.example/", False), ("/\\evil.example", False), ("javascript:alert(1)", False),
+    ("", False), (None, False), ("/ok\n", False),
+])
+def test_is_safe_next(target, safe):
+    """Only same-site paths are accepted as a post-login destination."""
+    assert is_safe_next(target) is safe
+
+
+def test_login_follows_a_safe_next_and_ignores_an_unsafe_one(app):
+    """next=/supporters/ is honoured; next=//evil.example goes to the dashboard."""
+    user = factories.make_staff("analyst")
+    good = login(app.test_client(), user.email, factories.PASSWORD, next="/supporters/")
+    assert good.headers["Location"] == "/supporters/"
+    bad = login(app.test_client(), user.email, factories.PASSWORD, next="//evil.example/")
+    assert bad.headers["Location"] == "/"
+
+
+def test_forms_require_a_csrf_token(make_app):
+    """With CSRF on (the default), a form post without the token gets the 400 page."""
+    app = make_app(WTF_CSRF_ENABLED=True)
+    with app.app_context():
+        user = factories.make_staff("admin")
+        response = app.test_client().post("/login", data={"email": user.email, "password": factories.PASSWORD})
+    assert response.status_code == 400
+    assert b"Reload the page" in response.data
+
+
+def test_csrf_token_from_the_form_is_accepted(make_app):
+    """The token rendered into the login form lets the same client sign in."""
+    import re
+
+    app = make_app(WTF_CSRF_ENABLED=True)
+    with app.app_context():
+        user = factories.make_staff("admin")
+        client = app.test_client()
+        page = client.get("/login").text
+        token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
+        response = client.post("/login", data={"email": user.email, "password": factories.PASSWORD,
+                                               "csrf_token": token})
+    assert response.status_code == 302
+
+
+def test_session_cookie_flags(make_app):
+    """The session cookie is HttpOnly and SameSite=Lax, and Secure in production."""
+    prod = make_app(CRM_ENV="production")
+    assert prod.config["SESSION_COOKIE_SECURE"] is True
+    app = make_app()
+    with app.app_context():
+        user = factories.make_staff("admin")
+        response = login(app.test_client(), user.email, factories.PASSWORD)
+    cookie = response.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+
+
+def test_logout_needs_post(app, client_as):
+    """A GET (a prefetch, an image tag) cannot sign anyone out."""
+    client = client_as("analyst")
+    assert client.get("/logout").status_code == 405
+    assert client.get("/").status_code == 200
