@@ -17,6 +17,7 @@ from sqlalchemy import text
 
 from crm import create_app
 from crm.extensions import db
+from crm.outbox.server import free_port
 from tests import factories
 
 
@@ -147,9 +148,8 @@ class RecordingHandler:
 def smtp_server():
     """A real SMTP server on 127.0.0.1; `.handler.envelopes` holds what it received."""
     handler = RecordingHandler()
-    controller = Controller(handler, hostname="127.0.0.1", port=0)
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
     controller.start()
-    controller.port = controller.server.sockets[0].getsockname()[1]
     controller.url = f"smtp://127.0.0.1:{controller.port}"
     yield controller
     controller.stop()

@@ -26,8 +26,9 @@ def make_staff(role: str = "organizer", email: str | None = None, password: str 
 
 def make_supporter(email: str | None = None, subscribed: bool = True, **overrides) -> Supporter:
     n = next(_seq)
-    supporter = Supporter(email=email or f"supporter{n}@example.net", first_name=f"First{n}",
-                          last_name=f"Last{n}", **overrides)
+    values = {"email": email or f"supporter{n}@example.net", "first_name": f"First{n}",
+              "last_name": f"Last{n}", **overrides}
+    supporter = Supporter(**values)
     db.session.add(supporter)
     if subscribed:
         record_consent(supporter, "opt_in", "test", wording="Test wording")

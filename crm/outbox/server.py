@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 from aiosmtpd.controller import Controller
 
 from crm.outbox.store import open_maildir
@@ -23,9 +25,14 @@ class OutboxHandler:
 
 def start_outbox(directory: str, port: int = 0) -> Controller:
     """Start the sink on 127.0.0.1 (port 0 picks a free one); returns the running controller."""
-    # hostname must be given: None binds ::1 only.
-    controller = Controller(OutboxHandler(directory), hostname="127.0.0.1", port=port)
+    # hostname must be given: None binds ::1 only. aiosmtpd checks readiness by connecting
+    # to the configured port, so port 0 is resolved to a free port first.
+    controller = Controller(OutboxHandler(directory), hostname="127.0.0.1", port=port or free_port())
     controller.start()
-    if port == 0:
-        controller.port = controller.server.sockets[0].getsockname()[1]
     return controller
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -1,0 +1,1 @@
+"""Benchmarks: each module in bench/ defines run() -> list of result rows; `make bench` prints them."""
