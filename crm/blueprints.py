@@ -6,8 +6,10 @@ from flask import Flask
 def register_blueprints(app: Flask) -> None:
     from crm.auth import bp as auth
     from crm.dashboard import bp as dashboard
+    from crm.imports import bp as imports
     from crm.outbox import bp as outbox
     from crm.petitions import bp as petitions
+    from crm.public import bp as public
     from crm.reports import bp as reports
     from crm.sections import campaigns, segments
     from crm.settings import bp as settings
@@ -15,5 +17,5 @@ def register_blueprints(app: Flask) -> None:
     from crm.supporters import bp as supporters
 
     for blueprint in (auth, dashboard, supporters, petitions, segments, campaigns, reports,
-                      settings, staff, outbox):
+                      settings, staff, outbox, public, imports):
         app.register_blueprint(blueprint)

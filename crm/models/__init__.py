@@ -1,7 +1,14 @@
 """All models, imported here so Alembic and the app see one metadata."""
 
 from crm.models.base import Base, utcnow
-from crm.models.petitions import CONSENT_MODES, PETITION_STATUSES, Petition, Signature
+from crm.models.imports import IMPORT_STATUSES, ImportJob
+from crm.models.petitions import (
+    CONSENT_MODES,
+    PETITION_STATUSES,
+    ConsentWording,
+    Petition,
+    Signature,
+)
 from crm.models.staff import ROLES, AuditLog, StaffUser
 from crm.models.supporters import (
     CONSENT_ACTIONS,
@@ -9,6 +16,7 @@ from crm.models.supporters import (
     STATUS_AFTER,
     ConsentEvent,
     Supporter,
+    Suppression,
     Tag,
     supporter_tag,
 )
@@ -16,5 +24,6 @@ from crm.models.supporters import (
 __all__ = [
     "Base", "utcnow", "CONSENT_MODES", "PETITION_STATUSES", "Petition", "Signature", "ROLES",
     "AuditLog", "StaffUser", "CONSENT_ACTIONS", "EMAIL_STATUSES", "STATUS_AFTER",
-    "ConsentEvent", "Supporter", "Tag", "supporter_tag",
+    "ConsentEvent", "Supporter", "Tag", "supporter_tag", "ConsentWording", "Suppression",
+    "IMPORT_STATUSES", "ImportJob",
 ]

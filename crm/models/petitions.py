@@ -30,6 +30,22 @@ class Petition(Timestamps, Base):
     thank_you_message: Mapped[str] = mapped_column(Text, default="")
     redirect_url: Mapped[str] = mapped_column(String(500), default="")
     status: Mapped[str] = mapped_column(String(20), default="draft", index=True)
+    published_at: Mapped[Optional[datetime]]
+    closed_at: Mapped[Optional[datetime]]
+
+
+class ConsentWording(Base):
+    """Each version of a petition's consent text; consent events point at the one shown."""
+
+    __tablename__ = "consent_wording"
+    __table_args__ = (UniqueConstraint("petition_id", "version", name="uq_consent_wording_petition_version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    petition_id: Mapped[int] = mapped_column(ForeignKey("petition.id", ondelete="CASCADE"))
+    version: Mapped[int]
+    mode: Mapped[str] = mapped_column(String(20))
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Signature(Base):

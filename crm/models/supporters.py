@@ -71,8 +71,9 @@ class ConsentEvent(Base):
     )
     action: Mapped[str] = mapped_column(String(20))
     source: Mapped[str] = mapped_column(String(120))
-    wording: Mapped[str] = mapped_column(Text, default="")
+    wording: Mapped[str] = mapped_column(Text, default="")  # copied: the proof outlives edits
     wording_version: Mapped[Optional[int]]
+    wording_id: Mapped[Optional[int]] = mapped_column(ForeignKey("consent_wording.id"), index=True)
     reason: Mapped[str] = mapped_column(Text, default="")
     ip: Mapped[Optional[str]] = mapped_column(String(64))
     user_agent: Mapped[Optional[str]] = mapped_column(String(400))
@@ -91,3 +92,14 @@ class Tag(Base):
     supporters: Mapped[list[Supporter]] = relationship(
         secondary=supporter_tag, back_populates="tags", viewonly=True
     )
+
+
+class Suppression(Base):
+    """Addresses never to be mailed again, kept only as a SHA-256 of the normalised address."""
+
+    __tablename__ = "suppression"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    reason: Mapped[str] = mapped_column(String(40), default="erased")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

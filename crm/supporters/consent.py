@@ -15,6 +15,7 @@ def record_consent(
     *,
     wording: str = "",
     wording_version: int | None = None,
+    wording_id: int | None = None,
     reason: str = "",
     ip: str | None = None,
     user_agent: str | None = None,
@@ -25,7 +26,7 @@ def record_consent(
         raise ValueError(f"unknown consent action {action!r}")
     event = ConsentEvent(
         supporter=supporter, action=action, source=source, wording=wording,
-        wording_version=wording_version, reason=reason, ip=ip,
+        wording_version=wording_version, wording_id=wording_id, reason=reason, ip=ip,
         user_agent=(user_agent or "")[:400] or None, created_at=at or utcnow(),
     )
     db.session.add(event)
