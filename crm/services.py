@@ -37,4 +37,5 @@ def check_services(app: Flask) -> None:
             try:
                 socket.create_connection((s["host"], s["port"]), timeout=5).close()
             except OSError as exc:
-                raise ConfigError("SMTP_URL", f"cannot connect to {s['host']}:{s['port']}: {exc.strerror or exc}") from None
+                reason = exc.strerror or exc
+                raise ConfigError("SMTP_URL", f"cannot connect to {s['host']}:{s['port']}: {reason}") from None

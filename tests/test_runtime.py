@@ -15,8 +15,8 @@ import redis
 from rq import Queue, SimpleWorker
 
 from campaigns.transport import SMTPTransport
-from crm.models import AuditLog
 from crm.extensions import db
+from crm.models import AuditLog
 from crm.outbox.server import free_port, start_outbox
 from crm.redis_conn import EmbeddedRedis
 from workers import QUEUES, queue, set_job_app

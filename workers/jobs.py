@@ -5,12 +5,15 @@ from __future__ import annotations
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
+from markupsafe import escape
+
 from campaigns.transport import SMTPTransport
 from workers import job_app
 
 
 def build_test_message(app, address: str) -> EmailMessage:
     cfg = app.config
+    org = escape(cfg["ORG_NAME"])
     msg = EmailMessage()
     msg["From"] = f"{cfg['ORG_NAME']} <{cfg['MAIL_FROM']}>"
     msg["To"] = address
@@ -19,7 +22,7 @@ def build_test_message(app, address: str) -> EmailMessage:
     msg["Message-ID"] = make_msgid(domain=cfg["MAIL_FROM"].rpartition("@")[2] or None)
     msg.set_content(f"This test message shows that {cfg['ORG_NAME']}'s CRM can deliver mail.\n")
     msg.add_alternative(
-        f"<p>This test message shows that <strong>{cfg['ORG_NAME']}</strong>'s CRM can deliver mail.</p>",
+        f"<p>This test message shows that <strong>{org}</strong>'s CRM can deliver mail.</p>",
         subtype="html",
     )
     return msg

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Optional
 
 from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -30,8 +29,8 @@ class Petition(Timestamps, Base):
     thank_you_message: Mapped[str] = mapped_column(Text, default="")
     redirect_url: Mapped[str] = mapped_column(String(500), default="")
     status: Mapped[str] = mapped_column(String(20), default="draft", index=True)
-    published_at: Mapped[Optional[datetime]]
-    closed_at: Mapped[Optional[datetime]]
+    published_at: Mapped[datetime | None]
+    closed_at: Mapped[datetime | None]
 
 
 class ConsentWording(Base):
@@ -59,7 +58,7 @@ class Signature(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     petition_id: Mapped[int] = mapped_column(ForeignKey("petition.id", ondelete="CASCADE"))
-    supporter_id: Mapped[Optional[int]] = mapped_column(
+    supporter_id: Mapped[int | None] = mapped_column(
         ForeignKey("supporter.id", ondelete="SET NULL")
     )
     comment: Mapped[str] = mapped_column(Text, default="")
@@ -67,4 +66,4 @@ class Signature(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     petition: Mapped[Petition] = relationship()
-    supporter: Mapped[Optional[Supporter]] = relationship()
+    supporter: Mapped[Supporter | None] = relationship()
