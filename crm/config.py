@@ -7,6 +7,8 @@ import secrets
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import limits
+
 
 class ConfigError(Exception):
     """A setting is missing, malformed or points at something unreachable."""
@@ -28,6 +30,8 @@ ENV_SETTINGS = (
     "ORG_POSTAL_ADDRESS",
     "SEND_RATE_PER_SECOND",
     "CRM_ENV",
+    "SIGN_REDIRECT_HOSTS",
+    "SIGN_RATE_LIMIT",
 )
 
 DEFAULTS = {
@@ -46,6 +50,8 @@ DEFAULTS = {
     "REMEMBER_COOKIE_SAMESITE": "Lax",
     "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
     "MAX_CONTENT_LENGTH": 200 * 1024 * 1024,
+    "SIGN_RATE_LIMIT": "20/10 minutes",  # signature attempts per client IP (limits notation)
+    "SIGN_REDIRECT_HOSTS": "",  # comma-separated hosts petitions may redirect signers to
 }
 
 
@@ -83,6 +89,11 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
     if rate <= 0:
         raise ConfigError("SEND_RATE_PER_SECOND", "must be greater than zero")
     config["SEND_RATE_PER_SECOND"] = rate
+
+    try:
+        limits.parse(config["SIGN_RATE_LIMIT"])
+    except ValueError:
+        raise ConfigError("SIGN_RATE_LIMIT", "must read like '20/10 minutes' or '100 per hour'") from None
 
     secure = env == "production"
     config.setdefault("SESSION_COOKIE_SECURE", secure)

@@ -11,6 +11,7 @@ from flask import current_app
 
 from crm.extensions import db
 from crm.models import Petition, Signature, StaffUser, Supporter, utcnow
+from crm.petitions.service import current_wording
 from crm.supporters.consent import record_consent
 
 DEMO_ADMIN = "admin@example.org"
@@ -83,6 +84,8 @@ def load_demo_data(supporters: int = 300, seed: int = 7) -> str:
     )
     db.session.add_all([asylum, detention])
     db.session.flush()
+    asylum_wording = current_wording(asylum)
+    current_wording(detention)
     for i in range(supporters):
         first, last = rng.choice(FIRST), rng.choice(LAST)
         supporter = Supporter(
@@ -95,7 +98,8 @@ def load_demo_data(supporters: int = 300, seed: int = 7) -> str:
         db.session.add(Signature(petition=asylum, supporter=supporter, created_at=signed_at,
                                  source="demo"))
         record_consent(supporter, "opt_in", "petition:fair-asylum", wording=wording,
-                       wording_version=1, ip="192.0.2.1", user_agent="demo", at=signed_at)
+                       wording_version=asylum_wording.version, wording_id=asylum_wording.id,
+                       ip="192.0.2.1", user_agent="demo", at=signed_at)
         if rng.random() < 0.3:
             db.session.add(Signature(petition=detention, supporter=supporter, source="demo",
                                      created_at=signed_at - timedelta(days=300)))

@@ -20,6 +20,7 @@ from crm.services import check_services
     ({"BASE_URL": "crm.example.org"}, "BASE_URL"),
     ({"SEND_RATE_PER_SECOND": "fast"}, "SEND_RATE_PER_SECOND"),
     ({"CRM_ENV": "staging"}, "CRM_ENV"),
+    ({"SIGN_RATE_LIMIT": "lots"}, "SIGN_RATE_LIMIT"),
 ])
 def test_malformed_settings_name_the_variable(tmp_path, overrides, variable):
     """Each malformed value raises ConfigError naming its variable."""

@@ -35,6 +35,7 @@ def test_demo_data_promises_updates_and_records_consent(app):
     for supporter in subscribed:
         events = db.session.scalars(supporter.consent_events.select()).all()
         assert events[-1].action == "opt_in" and events[-1].wording == asylum.consent_wording
+        assert events[-1].wording_id is not None
     assert load_demo_data().startswith("Demo data skipped")
     assert db.session.scalar(db.select(db.func.count()).select_from(Signature)) >= 40
 

@@ -4,18 +4,8 @@ from __future__ import annotations
 
 from flask import current_app
 from limits import RateLimitItemPerSecond
-from limits.storage import RedisStorage
-from limits.strategies import MovingWindowRateLimiter
 
-from crm.redis_conn import get_redis
-
-
-def _limiter() -> MovingWindowRateLimiter:
-    ext = current_app.extensions
-    if "login_throttle" not in ext:
-        storage = RedisStorage("redis://", connection_pool=get_redis().connection_pool)
-        ext["login_throttle"] = MovingWindowRateLimiter(storage)
-    return ext["login_throttle"]
+from crm.ratelimit import rate_limiter as _limiter
 
 
 def _item():

@@ -3,3 +3,5 @@
 from flask import Blueprint
 
 bp = Blueprint("public", __name__)
+
+from crm.public import views  # noqa: E402,F401

@@ -1,0 +1,117 @@
+"""Staff petition pages: thin views over crm.petitions.service."""
+
+from __future__ import annotations
+
+from flask import abort, current_app, flash, redirect, render_template, request, url_for
+from werkzeug.routing import BuildError
+
+from crm.auth.permissions import requires
+from crm.extensions import db
+from crm.models import Petition
+from crm.petitions import bp, service
+from crm.petitions.forms import PetitionForm
+
+
+def _petition_or_404(petition_id: int) -> Petition:
+    return db.session.get(Petition, petition_id) or abort(404)
+
+
+def _export_url(petition: Petition) -> str:
+    """The signer export built by the supporters feature (a literal path until it exists)."""
+    try:
+        return url_for("supporters.export", petition=petition.id, format="csv")
+    except BuildError:
+        return f"/supporters/export?petition={petition.id}&format=csv"
+
+
+def _public_url(endpoint: str, petition: Petition) -> str:
+    """Absolute public address on BASE_URL (what supporters see), not the staff host."""
+    return current_app.config["BASE_URL"].rstrip("/") + url_for(endpoint, slug=petition.slug)
+
+
+@bp.app_template_filter("markdown")
+def markdown_filter(text: str):
+    return service.render_markdown(text)
+
+
+@bp.route("/")
+@requires("read")
+def index():
+    petitions = db.session.scalars(db.select(Petition).order_by(Petition.created_at.desc()))
+    return render_template("petitions/index.html", petitions=list(petitions),
+                           counts=service.signature_counts())
+
+
+@bp.route("/new", methods=["GET", "POST"])
+@requires("write")
+def new():
+    form = PetitionForm()
+    if request.method == "GET":
+        form.consent_wording.data = service.default_wording()
+    return _save(form, None)
+
+
+@bp.route("/<int:petition_id>/edit", methods=["GET", "POST"])
+@requires("write")
+def edit(petition_id: int):
+    petition = _petition_or_404(petition_id)
+    form = PetitionForm(obj=petition)
+    return _save(form, petition)
+
+
+def _save(form: PetitionForm, petition: Petition | None):
+    if form.validate_on_submit():
+        try:
+            saved = service.save_petition(form.data_for_service(), petition)
+        except service.PetitionInvalid as exc:
+            for name, message in exc.errors.items():
+                getattr(form, name).errors = [*getattr(form, name).errors, message]
+        else:
+            flash("Petition saved." if petition else "Petition created as a draft.", "success")
+            return redirect(url_for("petitions.show", petition_id=saved.id))
+    status = 400 if request.method == "POST" else 200
+    return render_template("petitions/edit.html", form=form, petition=petition), status
+
+
+@bp.route("/<int:petition_id>")
+@requires("read")
+def show(petition_id: int):
+    petition = _petition_or_404(petition_id)
+    stats = service.petition_stats(petition)
+    return render_template(
+        "petitions/show.html", petition=petition, stats=stats,
+        peak=max((n for _, n in stats.per_day), default=0),
+        signers=service.newest_signers(petition), wordings=service.wording_history(petition),
+        public_url=_public_url("public.petition", petition),
+        embed_url=_public_url("public.embed", petition),
+        export_url=_export_url(petition),
+    )
+
+
+@bp.route("/<int:petition_id>/publish", methods=["POST"])
+@requires("write")
+def publish(petition_id: int):
+    return _change_status(petition_id, "publish")
+
+
+@bp.route("/<int:petition_id>/close", methods=["POST"])
+@requires("write")
+def close(petition_id: int):
+    return _change_status(petition_id, "close")
+
+
+@bp.route("/<int:petition_id>/archive", methods=["POST"])
+@requires("write")
+def archive(petition_id: int):
+    return _change_status(petition_id, "archive")
+
+
+def _change_status(petition_id: int, action: str):
+    petition = _petition_or_404(petition_id)
+    try:
+        service.change_status(petition, action)
+    except ValueError as exc:
+        flash(str(exc), "error")
+    else:
+        flash(f"Petition is now {petition.status}.", "success")
+    return redirect(url_for("petitions.show", petition_id=petition.id))

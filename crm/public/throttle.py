@@ -1,0 +1,13 @@
+"""Per-IP limit on signature attempts, counted in Redis (shared by every web process)."""
+
+from __future__ import annotations
+
+from flask import current_app
+from limits import parse
+
+from crm.ratelimit import rate_limiter
+
+
+def allow_attempt(ip: str) -> bool:
+    """Count one sign attempt from `ip`; False once SIGN_RATE_LIMIT (e.g. "20/10 minutes") is used up."""
+    return rate_limiter().hit(parse(current_app.config["SIGN_RATE_LIMIT"]), "sign-ip", ip)

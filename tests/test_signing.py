@@ -1,0 +1,313 @@
+"""Public petition pages and signing: supporters, signatures and consent proof, and abuse guards."""
+
+import re
+
+import pytest
+from sqlalchemy import event
+
+from crm.extensions import db
+from crm.models import ConsentEvent, ConsentWording, Signature, Supporter
+from crm.petitions import service
+from crm.supporters.consent import record_consent
+from crm.supporters.suppression import suppress
+from tests import factories
+
+IP = "203.0.113.7"
+UA = "Mozilla/5.0 (Test) Signer"
+
+
+def sign(client, petition, **overrides):
+    data = {"email": "Ada@Example.NET", "first_name": "Ada", "last_name": "Lovelace",
+            "postal_code": "N1 1AA", "country": "gb", "comment": "Yes!", "website": ""}
+    data.update(overrides)
+    return client.post(f"/p/{petition.slug}/sign", data=data,
+                       environ_base={"REMOTE_ADDR": IP}, headers={"User-Agent": UA})
+
+
+def count(model, **filters):
+    return db.session.scalar(db.select(db.func.count()).select_from(model).filter_by(**filters))
+
+
+def events_for(supporter):
+    return db.session.scalars(db.select(ConsentEvent).filter_by(supporter_id=supporter.id)
+                              .order_by(ConsentEvent.id)).all()
+
+
+def test_open_petition_page_shows_form_and_promise(app, client):
+    """/p/<slug> shows title, addressee, count, the form, the honeypot and the wording; no staff nav."""
+    petition = factories.make_petition(title="Safe routes", addressed_to="The Minister", goal=10)
+    factories.make_signature(petition, factories.make_supporter())
+    response = client.get(f"/p/{petition.slug}")
+    assert response.status_code == 200
+    page = response.text
+    assert "Safe routes" in page and "To: The Minister" in page
+    assert "<strong>1</strong> signatures" in page and "width: 10%" in page
+    assert f'action="/p/{petition.slug}/sign"' in page
+    assert petition.consent_wording in page
+    assert 'aria-hidden="true"' in page and 'name="website"' in page and 'tabindex="-1"' in page
+    assert '<nav aria-label="Main">' not in page and "public.css" in page
+    assert response.headers["X-Frame-Options"] == "SAMEORIGIN"
+
+
+@pytest.mark.parametrize("status", ["closed", "archived"])
+def test_closed_petition_says_so_without_form(app, client, status):
+    """Closed and archived petitions say so and show no form; signing them records nothing."""
+    petition = factories.make_petition(status=status)
+    page = client.get(f"/p/{petition.slug}").text
+    assert f"This petition is {status}" in page and "<form" not in page
+    assert sign(client, petition).status_code == 409
+    assert count(Signature) == 0 and count(Supporter) == 0
+
+
+def test_draft_and_unknown_petitions_are_404(app, client):
+    """Drafts are invisible to the public, as are unknown slugs."""
+    petition = factories.make_petition(status="draft")
+    assert client.get(f"/p/{petition.slug}").status_code == 404
+    assert client.get(f"/p/{petition.slug}/embed").status_code == 404
+    assert sign(client, petition).status_code == 404
+    assert client.get("/p/nothing-here").status_code == 404
+
+
+def test_new_signer_becomes_subscribed_supporter_with_proof(app, client):
+    """Signing creates the supporter, the signature and an opt_in event with wording, IP and UA."""
+    petition = factories.make_petition(thank_you_message="Thanks, share it please.")
+    response = sign(client, petition)
+    assert response.status_code == 200 and "Thanks, share it please." in response.text
+    supporter = db.session.scalar(db.select(Supporter))
+    assert supporter.email == "ada@example.net" and supporter.email_status == "subscribed"
+    assert (supporter.first_name, supporter.last_name, supporter.postal_code, supporter.country) == (
+        "Ada", "Lovelace", "N1 1AA", "GB")
+    signature = db.session.scalar(db.select(Signature))
+    assert signature.supporter_id == supporter.id and signature.comment == "Yes!"
+    (event,) = events_for(supporter)
+    wording = db.session.scalar(db.select(ConsentWording).filter_by(petition_id=petition.id))
+    assert event.action == "opt_in" and event.source == f"petition:{petition.slug}"
+    assert event.wording == petition.consent_wording and event.wording_id == wording.id
+    assert event.wording_version == 1 and event.ip == IP and event.user_agent == UA
+
+
+def test_signing_twice_records_one_signature(app, client):
+    """A second signature by the same address (any case) is harmless and says so."""
+    petition = factories.make_petition()
+    sign(client, petition)
+    response = sign(client, petition, email="  ADA@example.net ")
+    assert response.status_code == 200 and "You had already signed" in response.text
+    assert count(Signature) == 1 and count(Supporter) == 1 and count(ConsentEvent) == 1
+
+
+def test_case_different_email_finds_existing_supporter(app, client):
+    """An existing supporter is found by normalised email, not duplicated."""
+    existing = factories.make_supporter(email="ada@example.net")
+    sign(client, factories.make_petition(), email="ADA@EXAMPLE.NET")
+    assert count(Supporter) == 1
+    assert db.session.scalar(db.select(Signature.supporter_id)) == existing.id
+
+
+def test_signing_fills_blanks_but_never_overwrites(app, client):
+    """Known fields are kept (never blanked or replaced); empty ones are filled from the form."""
+    factories.make_supporter(email="ada@example.net", first_name="Augusta", last_name="King",
+                             postal_code="", country="")
+    sign(client, factories.make_petition(), first_name="Ada", last_name="", postal_code="E1 6AN",
+         country="FR")
+    supporter = db.session.scalar(db.select(Supporter))
+    assert (supporter.first_name, supporter.last_name, supporter.postal_code, supporter.country) == (
+        "Augusta", "King", "E1 6AN", "FR")
+
+
+def test_checkbox_mode_unticked_signs_without_consent(app, client):
+    """Checkbox mode, box left empty: the signature counts, consent is untouched."""
+    petition = factories.make_petition(consent_mode="checkbox", consent_wording="Tick for updates.")
+    page = client.get(f"/p/{petition.slug}").text
+    assert re.search(r'<input id="consent" name="consent" type="checkbox" value="y">', page)
+    sign(client, petition)
+    supporter = db.session.scalar(db.select(Supporter))
+    assert count(Signature) == 1 and supporter.email_status == "never_subscribed"
+    assert events_for(supporter) == []
+
+
+def test_checkbox_mode_ticked_opts_in(app, client):
+    """Checkbox mode, box ticked: opt_in with the checkbox wording and mode."""
+    petition = factories.make_petition(consent_mode="checkbox", consent_wording="Tick for updates.")
+    sign(client, petition, consent="y")
+    supporter = db.session.scalar(db.select(Supporter))
+    (event,) = events_for(supporter)
+    assert supporter.email_status == "subscribed" and event.wording == "Tick for updates."
+
+
+def test_unsubscribed_supporter_resubscribes_on_implied_sign(app, client):
+    """Someone who left and signs an implied-consent petition is resubscribed, with a new event."""
+    supporter = factories.make_supporter(email="ada@example.net")
+    record_consent(supporter, "opt_out", "unsubscribe_link")
+    db.session.commit()
+    sign(client, factories.make_petition())
+    db.session.refresh(supporter)
+    assert supporter.email_status == "subscribed"
+    assert [e.action for e in events_for(supporter)] == ["opt_in", "opt_out", "resubscribe"]
+
+
+def test_complained_supporter_is_not_resubscribed(app, client):
+    """A spam complaint outranks an implied opt-in: the signature counts, status stays."""
+    supporter = factories.make_supporter(email="ada@example.net")
+    record_consent(supporter, "complaint", "feedback_loop")
+    db.session.commit()
+    sign(client, factories.make_petition())
+    db.session.refresh(supporter)
+    assert supporter.email_status == "complained" and count(Signature) == 1
+
+
+def test_suppressed_address_is_never_stored_or_resubscribed(app, client):
+    """A suppressed address signs anonymously: counted, but no supporter and no address kept."""
+    suppress("ada@example.net")
+    db.session.commit()
+    petition = factories.make_petition()
+    response = sign(client, petition, email="Ada@Example.net")
+    assert response.status_code == 200
+    assert count(Supporter) == 0 and count(ConsentEvent) == 0
+    signature = db.session.scalar(db.select(Signature))
+    assert signature.supporter_id is None and signature.petition_id == petition.id
+    assert service.signature_count(petition) == 1
+
+
+def test_wording_change_points_events_at_the_right_version(app, client, client_as):
+    """After a wording edit, new consent events carry version 2 and the id of that row."""
+    petition = factories.make_petition(status="open")
+    sign(client, petition, email="first@example.net")
+    client_as("organizer").post(f"/petitions/{petition.id}/edit", data={
+        "slug": petition.slug, "title": petition.title, "goal": "100", "consent_mode": "implied",
+        "consent_wording": "Version two words."})
+    sign(client, petition, email="second@example.net")
+    rows = {w.version: w for w in db.session.scalars(
+        db.select(ConsentWording).filter_by(petition_id=petition.id))}
+    first, second = db.session.scalars(db.select(ConsentEvent).order_by(ConsentEvent.id)).all()
+    assert (first.wording_version, first.wording_id) == (1, rows[1].id)
+    assert (second.wording_version, second.wording_id, second.wording) == (
+        2, rows[2].id, "Version two words.")
+
+
+def test_form_records_the_version_the_signer_saw(app, client):
+    """A form loaded before a wording edit records the wording it displayed."""
+    petition = factories.make_petition()
+    page = client.get(f"/p/{petition.slug}").text
+    assert 'name="wording_version" type="hidden" value="1"' in page
+    service.save_petition({"slug": petition.slug, "title": petition.title, "goal": 10,
+                           "consent_mode": "implied", "consent_wording": "Newer words."}, petition)
+    sign(client, petition, wording_version="1")
+    (event,) = db.session.scalars(db.select(ConsentEvent)).all()
+    assert event.wording_version == 1 and event.wording == "By signing this petition you will " \
+        "receive periodic email updates."
+
+
+def test_honeypot_looks_like_success_and_records_nothing(app, client, caplog):
+    """A filled honeypot gets the thank-you page, nothing is stored, the log has no address."""
+    petition = factories.make_petition(thank_you_message="Thank you kindly.")
+    with caplog.at_level("INFO"):
+        response = sign(client, petition, website="http://spam.example")
+    assert response.status_code == 200 and "Thank you kindly." in response.text
+    assert count(Signature) == 0 and count(Supporter) == 0
+    assert "honeypot" in caplog.text and "ada@example.net" not in caplog.text.lower()
+
+
+def test_rate_limit_answers_429_and_keeps_the_form(make_app):
+    """Over SIGN_RATE_LIMIT per IP: 429 with a clear message, every typed value still there."""
+    app = make_app(SIGN_RATE_LIMIT="2/10 minutes")
+    with app.app_context():
+        petition = factories.make_petition()
+        client = app.test_client()
+        sign(client, petition, email="one@example.net")
+        sign(client, petition, email="two@example.net")
+        response = sign(client, petition, email="three@example.net", first_name="Grace",
+                        comment="Please count me")
+        assert response.status_code == 429
+        assert "Too many signatures" in response.text
+        assert 'value="three@example.net"' in response.text and 'value="Grace"' in response.text
+        assert "Please count me" in response.text
+        assert count(Signature) == 2
+
+
+def test_invalid_email_is_400_with_message_beside_field(app, client):
+    """A malformed address re-renders the form with the error next to the email field."""
+    petition = factories.make_petition()
+    response = sign(client, petition, email="not-an-address", first_name="Ada")
+    assert response.status_code == 400
+    assert re.search(r'id="email-err" role="alert">[^<]*@', response.text)
+    assert 'value="Ada"' in response.text and count(Supporter) == 0
+
+
+def test_redirect_after_signing(make_app):
+    """A petition with an allowed redirect sends new signers there with 303."""
+    app = make_app(SIGN_REDIRECT_HOSTS="partner.example.com")
+    with app.app_context():
+        petition = factories.make_petition(redirect_url="https://partner.example.com/thanks")
+        response = sign(app.test_client(), petition)
+        assert response.status_code == 303
+        assert response.headers["Location"] == "https://partner.example.com/thanks"
+
+
+def test_csrf_is_enforced_on_sign(make_app):
+    """With CSRF on, a sign POST without the session token is refused and records nothing."""
+    app = make_app(WTF_CSRF_ENABLED=True)
+    with app.app_context():
+        petition = factories.make_petition()
+        client = app.test_client()
+        assert sign(client, petition).status_code == 400
+        page = client.get(f"/p/{petition.slug}").text
+        token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
+        assert sign(client, petition, csrf_token=token).status_code == 200
+        assert count(Signature) == 1
+
+
+def test_embed_form_signs_with_a_signed_token(make_app):
+    """The embed may be framed anywhere and signs with its form token, without session CSRF."""
+    app = make_app(WTF_CSRF_ENABLED=True)
+    with app.app_context():
+        petition = factories.make_petition()
+        client = app.test_client()
+        response = client.get(f"/p/{petition.slug}/embed")
+        assert response.headers["Content-Security-Policy"] == "frame-ancestors *"
+        assert "X-Frame-Options" not in response.headers
+        assert '<nav aria-label="Main">' not in response.text
+        token = re.search(r'name="form_token" type="hidden" value="([^"]+)"', response.text).group(1)
+        fresh = app.test_client()  # a third-party iframe: no session cookie
+        data = {"email": "embed@example.net", "first_name": "Em", "form_token": token}
+        response = fresh.post(f"/p/{petition.slug}/embed/sign", data=data)
+        assert response.status_code == 200 and "your signature has been added" in response.text
+        assert db.session.scalar(db.select(Signature.source)) == "embed"
+
+
+@pytest.mark.parametrize("tamper", ["garbage", "flip", "other-slug", ""])
+def test_embed_token_tampering_is_400(app, client, tamper):
+    """A missing, forged or other-petition embed token is a 400 and records nothing."""
+    petition = factories.make_petition()
+    other = factories.make_petition()
+    from crm.public.views import embed_token
+
+    token = {"garbage": "abc.def", "flip": embed_token(petition)[:-2] + "xx",
+             "other-slug": embed_token(other), "": ""}[tamper]
+    response = client.post(f"/p/{petition.slug}/embed/sign",
+                           data={"email": "x@example.net", "first_name": "X", "form_token": token})
+    assert response.status_code == 400 and count(Signature) == 0
+
+
+def test_concurrent_duplicate_is_absorbed(app, client):
+    """A twin request that inserts the same signature between our check and our insert is no 500."""
+    petition = factories.make_petition()
+    # Fields all known, so our transaction writes nothing before the signature (SQLite locks).
+    supporter = factories.make_supporter(email="ada@example.net", postal_code="N1", country="GB")
+    raced = []
+
+    def twin_signs_first(conn, cursor, statement, parameters, context, executemany):
+        # Another request, on its own connection, commits the same signature first.
+        if statement.startswith("INSERT INTO signature") and not raced:
+            raced.append(True)
+            with db.engine.connect() as other:
+                other.execute(db.insert(Signature).values(petition_id=petition.id,
+                                                          supporter_id=supporter.id))
+                other.commit()
+
+    event.listen(db.engine, "before_cursor_execute", twin_signs_first)
+    try:
+        response = sign(client, petition)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", twin_signs_first)
+    assert raced and response.status_code == 200 and "You had already signed" in response.text
+    assert count(Signature) == 1
