@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Optional
+from typing import Any
 
-from sqlalchemy import JSON, Column, ForeignKey, String, Table, Text
+from sqlalchemy import JSON, Column, ForeignKey, Index, String, Table, Text
 from sqlalchemy.orm import Mapped, WriteOnlyMapped, mapped_column, relationship
 
 from crm.models.base import Base, Timestamps, utcnow
@@ -32,10 +32,12 @@ supporter_tag = Table(
 
 class Supporter(Timestamps, Base):
     __tablename__ = "supporter"
+    # Keyset pagination of the list sorted by last name: ORDER BY (last_name, id) walks this index.
+    __table_args__ = (Index("ix_supporter_last_name_id", "last_name", "id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     # Normalised (trimmed, lower-cased) so uniqueness is case-insensitive on every database.
-    email: Mapped[Optional[str]] = mapped_column(String(320), unique=True)
+    email: Mapped[str | None] = mapped_column(String(320), unique=True)
     first_name: Mapped[str] = mapped_column(String(100), default="")
     last_name: Mapped[str] = mapped_column(String(100), default="")
     postal_code: Mapped[str] = mapped_column(String(20), default="", index=True)
@@ -44,7 +46,7 @@ class Supporter(Timestamps, Base):
     source: Mapped[str] = mapped_column(String(100), default="")
     custom_fields: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     notes: Mapped[str] = mapped_column(Text, default="")
-    erased_at: Mapped[Optional[datetime]]
+    erased_at: Mapped[datetime | None]
 
     tags: Mapped[list[Tag]] = relationship(secondary=supporter_tag, back_populates="supporters")
     consent_events: WriteOnlyMapped[ConsentEvent] = relationship(
@@ -72,11 +74,11 @@ class ConsentEvent(Base):
     action: Mapped[str] = mapped_column(String(20))
     source: Mapped[str] = mapped_column(String(120))
     wording: Mapped[str] = mapped_column(Text, default="")  # copied: the proof outlives edits
-    wording_version: Mapped[Optional[int]]
-    wording_id: Mapped[Optional[int]] = mapped_column(ForeignKey("consent_wording.id"), index=True)
+    wording_version: Mapped[int | None]
+    wording_id: Mapped[int | None] = mapped_column(ForeignKey("consent_wording.id"), index=True)
     reason: Mapped[str] = mapped_column(Text, default="")
-    ip: Mapped[Optional[str]] = mapped_column(String(64))
-    user_agent: Mapped[Optional[str]] = mapped_column(String(400))
+    ip: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(400))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     supporter: Mapped[Supporter] = relationship(back_populates="consent_events")
