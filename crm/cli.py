@@ -78,9 +78,14 @@ def demo_command() -> None:
 
 
 def init_app(app: Flask) -> None:
+    from crm.imports.cli import import_group
+    from crm.supporters.cli import supporters_cli
+
     app.cli.add_command(users)
+    app.cli.add_command(import_group)
     app.cli.add_command(worker_command)
     app.cli.add_command(demo_command)
+    app.cli.add_command(supporters_cli)
 
 
 def _create_app() -> Flask:
