@@ -11,7 +11,8 @@ def register_blueprints(app: Flask) -> None:
     from crm.petitions import bp as petitions
     from crm.public import bp as public
     from crm.reports import bp as reports
-    from crm.sections import campaigns, segments
+    from crm.sections import campaigns
+    from crm.segments import bp as segments
     from crm.settings import bp as settings
     from crm.staff import bp as staff
     from crm.supporters import bp as supporters

@@ -4,14 +4,7 @@ from flask import Blueprint, render_template
 
 from crm.auth.permissions import requires
 
-segments = Blueprint("segments", __name__, url_prefix="/segments")
 campaigns = Blueprint("campaigns", __name__, url_prefix="/campaigns")
-
-
-@segments.route("/")
-@requires("read")
-def index():
-    return render_template("sections/segments.html")
 
 
 @campaigns.route("/", endpoint="index")

@@ -9,6 +9,7 @@ from crm.models.petitions import (
     Petition,
     Signature,
 )
+from crm.models.segments import Segment
 from crm.models.staff import ROLES, AuditLog, StaffUser
 from crm.models.supporters import (
     CONSENT_ACTIONS,
@@ -25,5 +26,5 @@ __all__ = [
     "Base", "utcnow", "CONSENT_MODES", "PETITION_STATUSES", "Petition", "Signature", "ROLES",
     "AuditLog", "StaffUser", "CONSENT_ACTIONS", "EMAIL_STATUSES", "STATUS_AFTER",
     "ConsentEvent", "Supporter", "Tag", "supporter_tag", "ConsentWording", "Suppression",
-    "IMPORT_STATUSES", "ImportJob",
+    "IMPORT_STATUSES", "ImportJob", "Segment",
 ]

@@ -1,0 +1,252 @@
+"""Compile a validated rule tree into ONE SQL query over supporter, the same on SQLite and PostgreSQL.
+
+Every condition becomes a boolean expression on the outer supporter row: a plain column test,
+or an EXISTS / NOT EXISTS subquery correlated on supporter.id. Groups become AND / OR / NOT(OR).
+A referenced segment's tree is compiled inline the same way (no subquery of ids), so the
+database sees one statement and plans it as a whole; nothing is filtered in Python and no
+query runs per supporter. Every value is a bound parameter.
+
+Every expression is two-valued (never NULL), so NOT over a group means "does not match":
+the custom-field tests guard against a missing key explicitly.
+Erased supporters (erased_at set) are always excluded at the top.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    String,
+    and_,
+    exists,
+    false,
+    func,
+    not_,
+    or_,
+    select,
+    true,
+)
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import FunctionElement
+
+from crm.extensions import db
+from crm.models import Signature, Supporter, supporter_tag, utcnow
+from crm.segments.rules import ValidatedRules, validate
+
+supporter = Supporter.__table__
+signature = Signature.__table__
+
+
+# -- Dialect-specific pieces ------------------------------------------------------------------
+# A custom field's value as text, or NULL when missing, null, an object or an array.
+# PostgreSQL: ->> on the json column gives strings unquoted and numbers/booleans as written
+# (true/false). SQLite's json_extract gives 1/0 for booleans, so json_type maps them back to
+# 'true'/'false' and CAST renders numbers; the two agree for values Python's json wrote.
+class custom_field_text(FunctionElement):
+    type = String()
+    name = "custom_field_text"
+    inherit_cache = True
+
+
+@compiles(custom_field_text)
+def _custom_field_text_sqlite(element, compiler, **kw):
+    column, key = list(element.clauses)
+    col, k = compiler.process(column, **kw), compiler.process(key, **kw)
+    path = f"('$.\"' || {k} || '\"')"
+    return (f"CASE json_type({col}, {path}) WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' "
+            f"WHEN 'object' THEN NULL WHEN 'array' THEN NULL WHEN 'null' THEN NULL "
+            f"ELSE CAST(json_extract({col}, {path}) AS TEXT) END")
+
+
+@compiles(custom_field_text, "postgresql")
+def _custom_field_text_pg(element, compiler, **kw):
+    column, key = list(element.clauses)
+    col, k = compiler.process(column, **kw), compiler.process(key, **kw)
+    return (f"CASE json_typeof({col} -> {k}) WHEN 'object' THEN NULL WHEN 'array' THEN NULL "
+            f"ELSE ({col} ->> {k}) END")
+
+
+# Case-sensitive substring test without LIKE (LIKE is case-insensitive on SQLite only, and
+# would need wildcard escaping): instr() on SQLite, strpos() on PostgreSQL.
+class text_position(FunctionElement):
+    type = db.Integer()
+    name = "text_position"
+    inherit_cache = True
+
+
+@compiles(text_position)
+def _text_position_sqlite(element, compiler, **kw):
+    haystack, needle = list(element.clauses)
+    return f"instr({compiler.process(haystack, **kw)}, {compiler.process(needle, **kw)})"
+
+
+@compiles(text_position, "postgresql")
+def _text_position_pg(element, compiler, **kw):
+    haystack, needle = list(element.clauses)
+    return f"strpos({compiler.process(haystack, **kw)}, {compiler.process(needle, **kw)})"
+
+
+# -- Public functions --------------------------------------------------------------------------
+def _validated(rules: Any) -> ValidatedRules:
+    return rules if isinstance(rules, ValidatedRules) else validate(rules)
+
+
+def segment_condition(rules: Any) -> ColumnElement[bool]:
+    """The WHERE clause selecting the tree's supporters (erased ones excluded)."""
+    validated = _validated(rules)
+    return and_(supporter.c.erased_at.is_(None), _node(validated.tree, validated))
+
+
+def segment_query(rules: Any) -> Select:
+    """SELECT supporter.id for everyone the tree matches, as one statement."""
+    # Shape: SELECT id FROM supporter WHERE erased_at IS NULL AND <predicate tree>; the
+    # campaign snapshot wraps it in INSERT ... SELECT.
+    return select(supporter.c.id).where(segment_condition(rules))
+
+
+def count(rules: Any) -> int:
+    """How many supporters the tree matches now."""
+    # Shape: SELECT count(*) FROM supporter WHERE ... (no subquery of ids to materialise).
+    # EXPLAIN on 1M supporters (bench_segments, five conditions): a parallel seq scan of
+    # supporter applying the column tests, a hash semi-join against the signatures found by
+    # ix_signature_petition_created, and an anti-join probing pk_supporter_tag; about 0.6 s.
+    # The column tests match too many rows (40-80%) for an index on them to help.
+    return db.session.scalar(select(func.count()).select_from(supporter).where(segment_condition(rules)))
+
+
+def sample(rules: Any, n: int = 20) -> list[dict[str, Any]]:
+    """The newest `n` matching supporters with email, name and status."""
+    # Shape: ... ORDER BY created_at DESC, id DESC LIMIT n; ties broken by id so it is stable.
+    # EXPLAIN: Index Scan Backward on ix_supporter_created_at_id, testing each supporter's
+    # EXISTS probes until n match (7 ms on 1M supporters; 451 ms with a sort before the index).
+    rows = db.session.execute(
+        select(supporter.c.id, supporter.c.email, supporter.c.first_name, supporter.c.last_name,
+               supporter.c.email_status, supporter.c.created_at)
+        .where(segment_condition(rules))
+        .order_by(supporter.c.created_at.desc(), supporter.c.id.desc())
+        .limit(n)
+    ).all()
+    return [{"id": r.id, "email": r.email or "", "name": " ".join(p for p in (r.first_name, r.last_name) if p),
+             "email_status": r.email_status} for r in rows]
+
+
+# -- The tree ----------------------------------------------------------------------------------
+def _node(node: dict[str, Any], ctx: ValidatedRules) -> ColumnElement[bool]:
+    if node["type"] == "group":
+        parts = [_node(child, ctx) for child in node["rules"]]
+        if node["match"] == "all":
+            return and_(true(), *parts) if parts else true()  # empty "all": everyone
+        if node["match"] == "any":
+            return or_(false(), *parts) if parts else false()  # empty "any": no one
+        return not_(or_(false(), *parts)) if parts else true()  # empty "none": everyone
+    return CONDITIONS[node["field"]](node["op"], node["value"], ctx)
+
+
+def _start_of(day: str) -> datetime:
+    return datetime.combine(date.fromisoformat(day), time.min, tzinfo=UTC)
+
+
+def _end_of(day: str) -> datetime:
+    """Exclusive upper bound: midnight after the given (inclusive) day, UTC."""
+    return _start_of(day) + timedelta(days=1)
+
+
+def _time_window(column, value: dict[str, Any]) -> list[ColumnElement[bool]]:
+    window = []
+    if "since_days" in value:
+        window.append(column >= utcnow() - timedelta(days=value["since_days"]))
+    if "date_from" in value:
+        window.append(column >= _start_of(value["date_from"]))
+    if "date_to" in value:
+        window.append(column < _end_of(value["date_to"]))
+    return window
+
+
+def _petitions(op: str, value: dict[str, Any], ctx) -> ColumnElement[bool]:
+    # EXISTS (SELECT 1 FROM signature WHERE supporter_id = supporter.id AND petition_id IN (...)
+    #         [AND created_at in window]) — walks ix_signature_supporter_petition per supporter,
+    # or, when the planner prefers, ix_signature_petition_created into a semi-join.
+    def signed(ids: list[int]):
+        return exists().where(signature.c.supporter_id == supporter.c.id,
+                              signature.c.petition_id.in_(ids),
+                              *_time_window(signature.c.created_at, value))
+
+    ids = value["petition_ids"]
+    if op == "any_of":
+        return signed(ids)
+    if op == "none_of":
+        return ~signed(ids)
+    # all_of: one EXISTS per petition (AND), each an index probe; simpler to plan than
+    # GROUP BY ... HAVING count(DISTINCT petition_id) = n.
+    return and_(*(signed([ident]) for ident in ids))
+
+
+def _tags(op: str, value: list[int], ctx) -> ColumnElement[bool]:
+    # EXISTS (SELECT 1 FROM supporter_tag WHERE supporter_id = supporter.id AND tag_id IN (...)):
+    # the primary key (supporter_id, tag_id) answers it per supporter.
+    def tagged(ids: list[int]):
+        return exists().where(supporter_tag.c.supporter_id == supporter.c.id,
+                              supporter_tag.c.tag_id.in_(ids))
+
+    if op == "any_of":
+        return tagged(value)
+    if op == "none_of":
+        return ~tagged(value)
+    return and_(*(tagged([ident]) for ident in value))
+
+
+def _email_status(op: str, value: list[str], ctx) -> ColumnElement[bool]:
+    return supporter.c.email_status.in_(value)
+
+
+def _country(op: str, value: list[str], ctx) -> ColumnElement[bool]:
+    # Countries are stored upper-case (the supporter form and imports normalise them).
+    return supporter.c.country.in_(value)
+
+
+def _postal_code(op: str, value: list[str], ctx) -> ColumnElement[bool]:
+    # Postal codes are stored as typed, so compare upper(substr(...)) with the upper-cased
+    # prefix: no LIKE, hence no wildcard escaping and no SQLite/PostgreSQL case differences.
+    return or_(*(func.upper(func.substr(supporter.c.postal_code, 1, len(prefix))) == prefix
+                 for prefix in value))
+
+
+def _created(op: str, value: dict[str, Any], ctx) -> ColumnElement[bool]:
+    return and_(true(), *_time_window(supporter.c.created_at, value))
+
+
+def _source(op: str, value: str, ctx) -> ColumnElement[bool]:
+    return func.substr(supporter.c.source, 1, len(value)) == value
+
+
+def _segment(op: str, value: int, ctx: ValidatedRules) -> ColumnElement[bool]:
+    # The referenced segment's tree is inlined as a predicate on the same supporter row.
+    _, inner = ctx.segments[value]
+    predicate = _node(inner.tree, inner)
+    return predicate if op == "member" else not_(predicate)
+
+
+def _custom_field(op: str, value: dict[str, str], ctx) -> ColumnElement[bool]:
+    text = custom_field_text(supporter.c.custom_fields, value["key"])
+    if op == "equals":
+        test = text == value["value"]
+    else:
+        test = text_position(text, value["value"]) > 0
+    # IS NOT NULL first keeps the result two-valued when the key is missing.
+    return and_(text.is_not(None), test)
+
+
+CONDITIONS = {
+    "petitions": _petitions,
+    "email_status": _email_status,
+    "tags": _tags,
+    "country": _country,
+    "postal_code": _postal_code,
+    "created": _created,
+    "source": _source,
+    "segment": _segment,
+    "custom_field": _custom_field,
+}

@@ -1,0 +1,50 @@
+"""Building a segment in a real browser: two conditions, the live count follows, then save."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from crm.extensions import db
+from crm.models import Segment
+from tests import factories
+from tests.e2e.test_journey import sign_in
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+expect = playwright_api.expect
+
+
+def test_organizer_builds_and_saves_a_two_condition_segment(live_server, page, screenshot_dir):
+    """Adding conditions updates the count and summary without reload; saving stores the tree."""
+    organizer = factories.make_staff("organizer")
+    bees = factories.make_petition(title="Save the bees")
+    for n in range(3):
+        factories.make_signature(bees, factories.make_supporter(subscribed=n < 2))
+    factories.make_supporter()  # subscribed, signed nothing
+
+    sign_in(page, live_server, organizer.email)
+    page.goto(f"{live_server}/segments/new")
+    page.get_by_label("Name").fill("Bee people")
+    expect(page.locator("#segment-count")).to_have_text("4")  # empty "all": everyone
+
+    page.get_by_role("button", name="Add condition").click()  # email status: subscribed
+    expect(page.locator("#segment-count")).to_have_text("3")
+
+    page.get_by_role("button", name="Add condition").click()
+    second = page.locator("#segment-builder .builder-row").nth(1)
+    second.get_by_label("Condition", exact=True).select_option("petitions")
+    second.get_by_label("Petitions", exact=True).select_option(label="Save the bees")
+    expect(page.locator("#segment-count")).to_have_text("2")
+    expect(page.locator("#segment-summary")).to_have_text(
+        "Subscribed supporters who signed “Save the bees”")
+    expect(page.locator("#segment-sample li")).to_have_count(2)
+    page.screenshot(path=str(screenshot_dir / "segments-builder.png"), full_page=True)
+
+    page.get_by_role("button", name="Save segment").click()
+    expect(page.locator("h1")).to_have_text("Bee people")
+    expect(page.locator(".segment-summary")).to_have_text("Subscribed supporters who signed “Save the bees”")
+    expect(page).to_have_url(re.compile(r"/segments/\d+$"))
+    db.session.expire_all()
+    segment = db.session.scalar(db.select(Segment).where(Segment.name == "Bee people"))
+    assert [rule["field"] for rule in segment.rules["rules"]] == ["email_status", "petitions"]

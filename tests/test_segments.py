@@ -1,0 +1,363 @@
+"""Segments: rule validation with paths, each condition kind, nesting, cycles, the pages and roles."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from crm.extensions import db
+from crm.models import AuditLog, Segment, Tag, supporter_tag, utcnow
+from crm.segments import compiler
+from crm.segments.rules import ENGAGEMENT_UNAVAILABLE, RuleError, validate
+from crm.segments.summary import summarise
+from tests import factories
+from tests.factories import make_petition, make_signature, make_supporter
+
+
+def group(*rules, match="all"):
+    return {"type": "group", "match": match, "rules": list(rules)}
+
+
+def cond(field, op, value):
+    return {"type": "condition", "field": field, "op": op, "value": value}
+
+
+def ids(rules) -> set[int]:
+    return set(db.session.scalars(compiler.segment_query(rules)))
+
+
+def make_tag(name: str) -> Tag:
+    tag = Tag(name=name)
+    db.session.add(tag)
+    db.session.commit()
+    return tag
+
+
+def tag_supporter(supporter, *tags) -> None:
+    db.session.execute(supporter_tag.insert(), [{"supporter_id": supporter.id, "tag_id": t.id} for t in tags])
+    db.session.commit()
+
+
+def make_segment(name: str, rules) -> Segment:
+    segment = Segment(name=name, rules=rules)
+    db.session.add(segment)
+    db.session.commit()
+    return segment
+
+
+# -- Validation -------------------------------------------------------------------------------
+def test_missing_petition_is_reported_with_its_path(app):
+    """A petition id that does not exist is refused at the path of the condition that names it."""
+    tree = group(cond("email_status", "in", ["subscribed"]),
+                 group(cond("petitions", "any_of", {"petition_ids": [424242]}), match="any"))
+    with pytest.raises(RuleError) as info:
+        validate(tree)
+    assert info.value.path == "rules[1].rules[0]"
+    assert str(info.value) == "rules[1].rules[0]: petition 424242 does not exist"
+
+
+@pytest.mark.parametrize("tree, path, words", [
+    ({"type": "nope"}, "", "expected a group"),
+    (group(match="some"), "", "match must be one of"),
+    (group(cond("shoe_size", "in", [1])), "rules[0]", "unknown field 'shoe_size'"),
+    (group(cond("tags", "near", [1])), "rules[0]", "tags does not support 'near'"),
+    (group(cond("email_status", "in", ["happy"])), "rules[0]", "unknown email status"),
+    (group(cond("country", "in", ["GBR"])), "rules[0]", "not a two-letter country code"),
+    (group(cond("postal_code", "starts_with", ["SW1%"])), "rules[0]", "not a postal code prefix"),
+    (group(cond("created", "between", {})), "rules[0]", "give a start date"),
+    (group(cond("created", "between", {"date_from": "2024-13-01"})), "rules[0]", "must be a date"),
+    (group(cond("source", "starts_with", "fax")), "rules[0]", "source must be one of"),
+    (group(cond("tags", "any_of", [])), "rules[0]", "choose at least one tag"),
+    (group(cond("custom_field", "equals", {"key": 'a"b', "value": "x"})), "rules[0]", "custom field name"),
+    (group(cond("petitions", "any_of", {"petition_ids": ["x"]})), "rules[0]", "not a petition id"),
+    (group("condition"), "rules[0]", "must be a group or a condition"),
+])
+def test_malformed_trees_are_refused_with_paths(app, tree, path, words):
+    """Unknown fields and ops, bad values and bad shapes are RuleErrors naming the node at fault."""
+    with pytest.raises(RuleError) as info:
+        validate(tree)
+    assert info.value.path == path
+    assert words in info.value.message
+
+
+def test_depth_and_size_limits(app):
+    """Groups nest at most five deep and a tree holds at most fifty conditions."""
+    deep = group()
+    node = deep
+    for _ in range(5):
+        child = group()
+        node["rules"].append(child)
+        node = child
+    with pytest.raises(RuleError) as info:
+        validate(deep)
+    assert info.value.path == "rules[0].rules[0].rules[0].rules[0].rules[0]"
+    assert "at most 5 levels" in info.value.message
+    wide = group(*[cond("source", "starts_with", "api")] * 51)
+    with pytest.raises(RuleError) as info:
+        validate(wide)
+    assert info.value.path == "rules[50]"
+
+
+def test_engagement_conditions_are_shaped_but_not_yet_available(app):
+    """Engagement conditions are checked for shape, then refused until campaigns are sent."""
+    with pytest.raises(RuleError) as info:
+        validate(group(cond("engagement", "opened", {"within_days": "soon"})))
+    assert "within_days" in info.value.message
+    with pytest.raises(RuleError) as info:
+        validate(group(cond("engagement", "received_at_least", {"count": 3, "within_days": 30})))
+    assert info.value.message == ENGAGEMENT_UNAVAILABLE
+
+
+# -- Each condition kind ----------------------------------------------------------------------
+def test_petition_conditions_any_all_none_and_time_window(app):
+    """any_of / all_of / none_of signatures, optionally only those within N days or a date range."""
+    a, b = make_petition(), make_petition()
+    both, only_a, old_b, neither = (make_supporter() for _ in range(4))
+    make_signature(a, both)
+    make_signature(b, both)
+    make_signature(a, only_a)
+    make_signature(b, old_b, created_at=utcnow() - timedelta(days=90))
+    assert ids(group(cond("petitions", "any_of", {"petition_ids": [a.id, b.id]}))) == {both.id, only_a.id, old_b.id}
+    assert ids(group(cond("petitions", "all_of", {"petition_ids": [a.id, b.id]}))) == {both.id}
+    assert ids(group(cond("petitions", "none_of", {"petition_ids": [a.id]}))) == {old_b.id, neither.id}
+    assert ids(group(cond("petitions", "any_of", {"petition_ids": [b.id], "since_days": 30}))) == {both.id}
+    old_day = (utcnow() - timedelta(days=90)).date().isoformat()
+    assert ids(group(cond("petitions", "any_of", {"petition_ids": [b.id], "date_from": old_day,
+                                                  "date_to": old_day}))) == {old_b.id}
+
+
+def test_email_status_country_postal_code_created_and_source(app):
+    """Column conditions: status list, countries, case-insensitive postal prefixes, dates, source."""
+    gb = make_supporter(country="GB", postal_code="sw1a 1aa", source="petition:save-the-bees")
+    fr = make_supporter(country="FR", postal_code="75001", source="import:3", subscribed=False,
+                        created_at=datetime(2020, 5, 1, 12, tzinfo=UTC))
+    n1 = make_supporter(country="GB", postal_code="N1 9GU", source="api")
+    assert ids(group(cond("email_status", "in", ["never_subscribed"]))) == {fr.id}
+    assert ids(group(cond("country", "in", ["gb"]))) == {gb.id, n1.id}
+    assert ids(group(cond("postal_code", "starts_with", ["SW1", "n1 "]))) == {gb.id, n1.id}
+    assert ids(group(cond("postal_code", "starts_with", ["N19"]))) == set()
+    assert ids(group(cond("created", "between", {"date_to": "2020-05-01"}))) == {fr.id}
+    assert ids(group(cond("created", "between", {"date_from": "2020-05-02"}))) == {gb.id, n1.id}
+    assert ids(group(cond("source", "starts_with", "import"))) == {fr.id}
+    assert ids(group(cond("source", "starts_with", "api"))) == {n1.id}
+
+
+def test_tag_conditions(app):
+    """Tags any_of / all_of / none_of."""
+    red, blue = make_tag("red"), make_tag("blue")
+    both, only_red, none = make_supporter(), make_supporter(), make_supporter()
+    tag_supporter(both, red, blue)
+    tag_supporter(only_red, red)
+    assert ids(group(cond("tags", "any_of", [red.id, blue.id]))) == {both.id, only_red.id}
+    assert ids(group(cond("tags", "all_of", [red.id, blue.id]))) == {both.id}
+    assert ids(group(cond("tags", "none_of", [blue.id]))) == {only_red.id, none.id}
+
+
+def test_custom_field_equals_and_contains(app):
+    """Custom fields compare as text; a missing key never matches, even under "none"."""
+    leeds = make_supporter(custom_fields={"branch": "Leeds North", "members": 3, "active": True})
+    york = make_supporter(custom_fields={"branch": "York"})
+    bare = make_supporter(custom_fields={})
+    assert ids(group(cond("custom_field", "equals", {"key": "branch", "value": "York"}))) == {york.id}
+    assert ids(group(cond("custom_field", "contains", {"key": "branch", "value": "Leeds"}))) == {leeds.id}
+    assert ids(group(cond("custom_field", "contains", {"key": "branch", "value": "leeds"}))) == set()
+    assert ids(group(cond("custom_field", "equals", {"key": "members", "value": "3"}))) == {leeds.id}
+    assert ids(group(cond("custom_field", "equals", {"key": "active", "value": "true"}))) == {leeds.id}
+    assert ids(group(cond("custom_field", "equals", {"key": "branch", "value": "York"}), match="none")) == {
+        leeds.id, bare.id}
+
+
+def test_values_are_bound_parameters(app):
+    """A value shaped like SQL injection is just text that matches nothing."""
+    make_supporter(custom_fields={"branch": "York"})
+    evil = "' OR 1=1 --"
+    assert ids(group(cond("custom_field", "equals", {"key": evil, "value": evil}))) == set()
+    assert ids(group(cond("custom_field", "contains", {"key": "branch", "value": evil}))) == set()
+    sql = str(compiler.segment_query(group(cond("custom_field", "equals", {"key": "branch", "value": evil}))))
+    assert evil not in sql
+
+
+def test_erased_supporters_are_always_excluded(app):
+    """Erased supporters never appear, even in an empty "all" segment (everyone)."""
+    kept = make_supporter()
+    make_supporter(erased_at=utcnow())
+    assert ids(group()) == {kept.id}
+    assert ids(group(match="any")) == set()
+    assert compiler.count(group()) == 1
+
+
+# -- Nesting and segments ---------------------------------------------------------------------
+def test_nested_all_any_none(app):
+    """all(subscribed, any(GB, tag red), none(source import)) selects exactly the right people."""
+    red = make_tag("red")
+    gb = make_supporter(country="GB", source="petition:x")
+    tagged = make_supporter(country="FR", source="api")
+    tag_supporter(tagged, red)
+    make_supporter(country="GB", source="import:1")  # excluded by none
+    make_supporter(country="GB", subscribed=False)  # not subscribed
+    make_supporter(country="FR")  # neither GB nor red
+    tree = group(cond("email_status", "in", ["subscribed"]),
+                 group(cond("country", "in", ["GB"]), cond("tags", "any_of", [red.id]), match="any"),
+                 group(cond("source", "starts_with", "import"), match="none"))
+    assert ids(tree) == {gb.id, tagged.id}
+    assert compiler.count(tree) == 2
+    assert [row["id"] for row in compiler.sample(tree)] == [tagged.id, gb.id]
+
+
+def test_segment_membership_inlines_the_referenced_tree(app):
+    """member / not_member of another segment use that segment's current rules."""
+    gb = make_supporter(country="GB")
+    fr = make_supporter(country="FR")
+    british = make_segment("British", group(cond("country", "in", ["GB"])))
+    assert ids(group(cond("segment", "member", british.id))) == {gb.id}
+    assert ids(group(cond("segment", "not_member", british.id))) == {fr.id}
+    assert "are in segment “British”" in summarise(group(cond("segment", "member", british.id)))
+
+
+def test_segment_cycles_are_refused_naming_the_segment(app):
+    """A segment that (through another) includes itself is refused with the names in the loop."""
+    a = make_segment("Alpha", group())
+    b = make_segment("Beta", group(cond("segment", "member", a.id)))
+    with pytest.raises(RuleError) as info:
+        validate(group(cond("segment", "member", b.id)), segment_id=a.id)
+    assert info.value.path == "rules[0]"
+    assert "“Alpha”" in info.value.message and "“Beta”" in info.value.message
+    with pytest.raises(RuleError) as info:
+        validate(group(cond("segment", "not_member", a.id)), segment_id=a.id)
+    assert "segments cannot include themselves" in info.value.message
+
+
+def test_summary_sentence(app):
+    """The summary reads as one sentence with the petition's title and the prefixes."""
+    petition = make_petition(title="A fair and humane asylum system")
+    tree = group(cond("email_status", "in", ["subscribed"]),
+                 cond("petitions", "any_of", {"petition_ids": [petition.id]}),
+                 cond("postal_code", "starts_with", ["SW1", "N1"]))
+    assert summarise(tree) == ("Subscribed supporters who signed “A fair and humane asylum system” "
+                               "and have postal code starting with SW1 or N1")
+    assert summarise(group()) == "All supporters"
+    assert summarise(group(match="any")) == "No supporters"
+    assert summarise(group(cond("source", "starts_with", "api"), match="none")) == (
+        "Supporters except those who came from the API")
+
+
+# -- Pages ------------------------------------------------------------------------------------
+def test_preview_returns_count_sample_and_summary(client_as):
+    """POST /segments/preview answers {count, sample, summary} for a valid tree."""
+    client = client_as("analyst")
+    make_supporter(country="GB", email="gb@example.net")
+    make_supporter(country="FR")
+    response = client.post("/segments/preview", json={"rules": group(cond("country", "in", ["GB"]))})
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["count"] == 1
+    assert [s["email"] for s in body["sample"]] == ["gb@example.net"]
+    assert body["summary"] == "Supporters who are in country GB"
+
+
+def test_preview_refuses_bad_trees_with_path(client_as):
+    """A bad tree is a 400 with the error and the path of the offending node."""
+    client = client_as("organizer")
+    response = client.post("/segments/preview", json={"rules": group(group(cond("tags", "any_of", [99999])))})
+    assert response.status_code == 400
+    assert response.get_json() == {"error": "rules[0].rules[0]: tag 99999 does not exist",
+                                   "path": "rules[0].rules[0]"}
+    response = client.post("/segments/preview", data="not json", content_type="application/json")
+    assert response.status_code == 400 and "error" in response.get_json()
+
+
+def test_save_refuses_invalid_rules_and_saves_nothing(client_as):
+    """An invalid tree on save shows a form error (400) and writes no segment."""
+    client = client_as("organizer")
+    rules = json.dumps(group(cond("petitions", "any_of", {"petition_ids": [31337]})))
+    response = client.post("/segments/new", data={"name": "Broken", "rules": rules})
+    assert response.status_code == 400
+    assert "rules[0]: petition 31337 does not exist" in response.text
+    response = client.post("/segments/new", data={"name": "Also broken", "rules": "{nope"})
+    assert response.status_code == 400 and "not valid JSON" in response.text
+    assert db.session.scalar(db.select(db.func.count()).select_from(Segment)) == 0
+
+
+def test_save_edit_duplicate_and_delete(client_as):
+    """Organizers create, edit, duplicate and delete segments; names stay unique."""
+    client = client_as("organizer")
+    rules = json.dumps(group(cond("country", "in", ["GB"])))
+    response = client.post("/segments/new", data={"name": "British", "rules": rules})
+    assert response.status_code == 302
+    segment = db.session.scalar(db.select(Segment))
+    assert segment.rules == group(cond("country", "in", ["GB"]))
+    assert segment.created_by_id == client.user.id
+    response = client.post("/segments/new", data={"name": "British", "rules": rules})
+    assert response.status_code == 400 and "already has this name" in response.text
+    response = client.post(f"/segments/{segment.id}/edit", data={"name": "UK", "rules": rules})
+    assert response.status_code == 302
+    assert client.get("/segments/").status_code == 200
+    assert "Supporters who are in country GB" in client.get("/segments/").text
+    assert client.post(f"/segments/{segment.id}/duplicate").status_code == 302
+    assert set(db.session.scalars(db.select(Segment.name))) == {"UK", "Copy of UK"}
+    assert client.post(f"/segments/{segment.id}/delete").status_code == 302
+    assert set(db.session.scalars(db.select(Segment.name))) == {"Copy of UK"}
+
+
+def test_delete_refused_while_another_segment_refers_to_it(client_as):
+    """A segment another segment includes cannot be deleted."""
+    client = client_as("organizer")
+    base = make_segment("Base", group())
+    make_segment("User", group(cond("segment", "member", base.id)))
+    response = client.post(f"/segments/{base.id}/delete", follow_redirects=True)
+    assert "Other segments refer to this one: “User”" in response.text
+    assert db.session.get(Segment, base.id) is not None
+
+
+def test_builder_pages_render(client_as):
+    """The builder page carries the petitions and tags as JSON and the rules textarea."""
+    client = client_as("organizer")
+    make_petition(title="Save </script> the bees")
+    response = client.get("/segments/new")
+    assert response.status_code == 200
+    assert 'id="rules"' in response.text and "segments.js" in response.text
+    assert "</script> the bees" not in response.text  # JSON data escaped inside <script>
+    segment = make_segment("Everyone", group())
+    assert client.get(f"/segments/{segment.id}/edit").status_code == 200
+    assert client.get(f"/segments/{segment.id}").status_code == 200
+
+
+def test_analyst_can_preview_and_export_but_not_save(client_as):
+    """Analysts may preview and export (audit-logged) but saving, duplicating or deleting is 403."""
+    client = client_as("analyst")
+    supporter = make_supporter(country="GB", email="=cmd@example.net")
+    segment = make_segment("British", group(cond("country", "in", ["GB"])))
+    assert client.post("/segments/preview", json={"rules": group()}).status_code == 200
+    assert client.post("/segments/new", data={"name": "x", "rules": "{}"}).status_code == 403
+    assert client.post(f"/segments/{segment.id}/delete").status_code == 403
+    assert client.post(f"/segments/{segment.id}/duplicate").status_code == 403
+    response = client.get(f"/segments/{segment.id}/export?format=csv")
+    assert response.status_code == 200
+    rows = list(csv.reader(io.StringIO(response.text.lstrip("\ufeff"))))
+    assert rows[0][:2] == ["id", "email"] and rows[1][0] == str(supporter.id)
+    entry = db.session.scalar(db.select(AuditLog).where(AuditLog.action == "segments.export"))
+    assert entry.staff_user_id == client.user.id and entry.details["rows"] == 1
+    response = client.get(f"/segments/{segment.id}/export?format=xlsx")
+    assert response.status_code == 200 and response.data[:2] == b"PK"
+    assert client.get(f"/segments/{segment.id}/export?format=pdf").status_code == 400
+
+
+def test_preview_is_csrf_protected_and_accepts_the_header_token(make_app):
+    """With CSRF on, preview without a token is refused; the page's token in X-CSRFToken works."""
+    app = make_app(WTF_CSRF_ENABLED=True)
+    with app.app_context():
+        user = factories.make_staff("organizer")
+        client = app.test_client()
+        with client.session_transaction() as session:
+            session["_user_id"] = str(user.id)
+            session["_fresh"] = True
+        page = client.get("/segments/new")
+        token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page.text).group(1)
+        assert client.post("/segments/preview", json={"rules": group()}).status_code == 400
+        response = client.post("/segments/preview", json={"rules": group()}, headers={"X-CSRFToken": token})
+        assert response.status_code == 200 and response.get_json()["summary"] == "All supporters"
