@@ -4,6 +4,8 @@ from flask import Flask
 
 
 def register_blueprints(app: Flask) -> None:
+    from campaigns.unsubscribe import bp as unsubscribe
+    from campaigns.views import bp as campaigns
     from crm.auth import bp as auth
     from crm.dashboard import bp as dashboard
     from crm.imports import bp as imports
@@ -11,12 +13,11 @@ def register_blueprints(app: Flask) -> None:
     from crm.petitions import bp as petitions
     from crm.public import bp as public
     from crm.reports import bp as reports
-    from crm.sections import campaigns
     from crm.segments import bp as segments
     from crm.settings import bp as settings
     from crm.staff import bp as staff
     from crm.supporters import bp as supporters
 
     for blueprint in (auth, dashboard, supporters, petitions, segments, campaigns, reports,
-                      settings, staff, outbox, public, imports):
+                      settings, staff, outbox, public, imports, unsubscribe):
         app.register_blueprint(blueprint)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 
 from crm.extensions import db
-from crm.models import Petition, Signature, StaffUser, Supporter
+from crm.models import Campaign, Message, Petition, SenderIdentity, Signature, StaffUser, Supporter
 from crm.supporters.consent import record_consent
 
 PASSWORD = "correct-horse-battery"
@@ -52,3 +52,37 @@ def make_signature(petition: Petition, supporter: Supporter, **overrides) -> Sig
     db.session.add(signature)
     db.session.commit()
     return signature
+
+
+def make_sender(**overrides) -> SenderIdentity:
+    n = next(_seq)
+    values = {"name": "Test Org", "email": f"news{n}@news.example.org", **overrides}
+    sender = SenderIdentity(**values)
+    db.session.add(sender)
+    db.session.commit()
+    return sender
+
+
+DEFAULT_MJML = """<mjml><mj-body><mj-section><mj-column>
+<mj-text>Hello {{ supporter.first_name | default("friend") }},</mj-text>
+<mj-text>Here is our periodic update.</mj-text>
+</mj-column></mj-section></mj-body></mjml>"""
+
+
+def make_campaign(segment=None, sender=None, **overrides) -> Campaign:
+    n = next(_seq)
+    values = {"name": f"Campaign {n}", "subject": f"Update {n}", "mjml": DEFAULT_MJML,
+              "sender": sender or make_sender(), "segment": segment, **overrides}
+    campaign = Campaign(**values)
+    db.session.add(campaign)
+    db.session.commit()
+    return campaign
+
+
+def make_message(campaign: Campaign, supporter: Supporter, **overrides) -> Message:
+    values = {"campaign_id": campaign.id, "supporter_id": supporter.id, "email": supporter.email,
+              "status": "sent", **overrides}
+    message = Message(**values)
+    db.session.add(message)
+    db.session.commit()
+    return message

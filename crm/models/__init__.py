@@ -2,6 +2,17 @@
 
 from crm.models.base import Base, utcnow
 from crm.models.imports import IMPORT_STATUSES, ImportJob
+from crm.models.campaigns import (
+    CAMPAIGN_STATUSES,
+    EDITABLE_STATUSES,
+    ENGAGEMENT_KINDS,
+    MESSAGE_STATUSES,
+    Campaign,
+    EmailTemplate,
+    EngagementEvent,
+    Message,
+    SenderIdentity,
+)
 from crm.models.petitions import (
     CONSENT_MODES,
     PETITION_STATUSES,
@@ -26,5 +37,7 @@ __all__ = [
     "Base", "utcnow", "CONSENT_MODES", "PETITION_STATUSES", "Petition", "Signature", "ROLES",
     "AuditLog", "StaffUser", "CONSENT_ACTIONS", "EMAIL_STATUSES", "STATUS_AFTER",
     "ConsentEvent", "Supporter", "Tag", "supporter_tag", "ConsentWording", "Suppression",
-    "IMPORT_STATUSES", "ImportJob", "Segment",
+    "IMPORT_STATUSES", "ImportJob", "Segment", "CAMPAIGN_STATUSES", "EDITABLE_STATUSES",
+    "ENGAGEMENT_KINDS", "MESSAGE_STATUSES", "Campaign", "EmailTemplate", "EngagementEvent", "Message",
+    "SenderIdentity",
 ]

@@ -77,6 +77,8 @@ class ConsentEvent(Base):
     wording_version: Mapped[int | None]
     wording_id: Mapped[int | None] = mapped_column(ForeignKey("consent_wording.id"), index=True)
     reason: Mapped[str] = mapped_column(Text, default="")
+    # The campaign whose message carried the unsubscribe link or one-click header, if any.
+    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaign.id", ondelete="SET NULL"))
     ip: Mapped[str | None] = mapped_column(String(64))
     user_agent: Mapped[str | None] = mapped_column(String(400))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -19,6 +19,7 @@ def record_consent(
     reason: str = "",
     ip: str | None = None,
     user_agent: str | None = None,
+    campaign_id: int | None = None,
     at: datetime | None = None,
 ) -> ConsentEvent:
     """Append a consent event and update the supporter's email status, in the caller's transaction."""
@@ -27,7 +28,7 @@ def record_consent(
     event = ConsentEvent(
         supporter=supporter, action=action, source=source, wording=wording,
         wording_version=wording_version, wording_id=wording_id, reason=reason, ip=ip,
-        user_agent=(user_agent or "")[:400] or None, created_at=at or utcnow(),
+        user_agent=(user_agent or "")[:400] or None, campaign_id=campaign_id, created_at=at or utcnow(),
     )
     db.session.add(event)
     supporter.email_status = STATUS_AFTER[action]
