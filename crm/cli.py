@@ -78,6 +78,7 @@ def demo_command() -> None:
 
 
 def init_app(app: Flask) -> None:
+    from campaigns.cli import campaigns_cli
     from crm.imports.cli import import_group
     from crm.supporters.cli import supporters_cli
 
@@ -86,6 +87,7 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(worker_command)
     app.cli.add_command(demo_command)
     app.cli.add_command(supporters_cli)
+    app.cli.add_command(campaigns_cli)
 
 
 def _create_app() -> Flask:

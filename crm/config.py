@@ -6,6 +6,7 @@ import os
 import secrets
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import limits
 
@@ -32,7 +33,17 @@ ENV_SETTINGS = (
     "CRM_ENV",
     "SIGN_REDIRECT_HOSTS",
     "SIGN_RATE_LIMIT",
+    "ORG_TIMEZONE",
+    "UNSUBSCRIBE_MAILTO",
+    "BOUNCE_ADDRESS",
 )
+# Sending-pipeline tunables, settable from the environment too; each must be a positive number.
+SEND_TUNABLES = {
+    "SMTP_MAX_CONNECTIONS": int, "SMTP_TIMEOUT_SECONDS": float, "SEND_BATCH_SIZE": int,
+    "SEND_CHUNK_SIZE": int, "SEND_FLUSH_EVERY": int, "SEND_RETRIES": int, "SEND_RETRY_BACKOFF_SECONDS": float,
+    "SEND_MAX_ATTEMPTS": int, "SEND_HEARTBEAT_SECONDS": int, "SEND_SWEEP_SECONDS": float,
+    "SEND_ERROR_WINDOW": int, "SEND_ERROR_RATE": float,
+}
 
 DEFAULTS = {
     "CRM_ENV": "production",
@@ -52,13 +63,29 @@ DEFAULTS = {
     "MAX_CONTENT_LENGTH": 200 * 1024 * 1024,
     "SIGN_RATE_LIMIT": "20/10 minutes",  # signature attempts per client IP (limits notation)
     "SIGN_REDIRECT_HOSTS": "",  # comma-separated hosts petitions may redirect signers to
+    "ORG_TIMEZONE": "UTC",  # campaign schedules are entered and shown in this zone
+    "UNSUBSCRIBE_MAILTO": "",  # an address for mailto: List-Unsubscribe (optional)
+    "BOUNCE_ADDRESS": "",  # envelope sender (Return-Path); the sender identity's address if empty
+    # The sending pipeline (see campaigns/pipeline.py for what each one trades).
+    "SMTP_MAX_CONNECTIONS": "4",  # open connections to the relay, across every worker
+    "SMTP_TIMEOUT_SECONDS": 30,
+    "SEND_BATCH_SIZE": 500,  # message ids per batch job
+    "SEND_CHUNK_SIZE": 20,  # rows a batch claims at a time: at most this many can end up `unknown`
+    "SEND_FLUSH_EVERY": 20,  # outcomes written per database round trip
+    "SEND_RETRIES": 3,  # retries of a 4xx or a lost connection, on a fresh connection
+    "SEND_RETRY_BACKOFF_SECONDS": 1.0,  # doubled after each retry
+    "SEND_MAX_ATTEMPTS": 3,  # batches that may try a deferred message before it is failed
+    "SEND_HEARTBEAT_SECONDS": 30,  # a silent batch is presumed dead after this
+    "SEND_SWEEP_SECONDS": 30,  # how often a sending campaign is checked for dead batches
+    "SEND_ERROR_WINDOW": 500,  # the error threshold looks at this many latest messages...
+    "SEND_ERROR_RATE": 0.05,  # ...and pauses the campaign when this share of them failed
 }
 
 
 def load_config(instance_path: str, overrides: dict | None = None) -> dict:
     """Return the finished settings mapping, or raise ConfigError naming the bad variable."""
     config: dict = dict(DEFAULTS)
-    for name in ENV_SETTINGS:
+    for name in (*ENV_SETTINGS, *SEND_TUNABLES):
         value = os.environ.get(name)
         if value not in (None, ""):
             config[name] = value
@@ -89,6 +116,19 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
     if rate <= 0:
         raise ConfigError("SEND_RATE_PER_SECOND", "must be greater than zero")
     config["SEND_RATE_PER_SECOND"] = rate
+
+    for name, kind in SEND_TUNABLES.items():
+        try:
+            config[name] = kind(config[name])
+        except (TypeError, ValueError):
+            raise ConfigError(name, "must be a whole number" if kind is int else "must be a number") from None
+        if config[name] < 0 or (config[name] == 0 and name != "SEND_RETRIES"):
+            raise ConfigError(name, "must be greater than zero")
+    try:
+        ZoneInfo(config["ORG_TIMEZONE"])
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError("ORG_TIMEZONE",
+                          f"unknown time zone {config['ORG_TIMEZONE']!r}; use e.g. Europe/London") from None
 
     try:
         limits.parse(config["SIGN_RATE_LIMIT"])

@@ -1,0 +1,258 @@
+"""Campaign lifecycle for views, the CLI and jobs: send now, schedule, pause, resume, cancel,
+test sends, progress. draft -> scheduled -> sending -> sent, with paused, cancelled and failed.
+
+Every transition is a guarded UPDATE (see campaigns/pipeline.py), audit-logged when staff do it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from flask import current_app
+from sqlalchemy import func, select
+
+from campaigns import pipeline, queries
+from campaigns.compose import SAMPLE_SUPPORTER
+from campaigns.pipeline import Renderer, readiness_problem
+from campaigns.tokens import test_unsubscribe_url
+from campaigns.transport import SMTPTransport
+from crm import audit
+from crm.extensions import db
+from crm.models import Campaign, StaffUser, Supporter
+from crm.segments import compiler
+from crm.segments.rules import validate
+
+MAX_TEST_ADDRESSES = 10
+
+
+class LifecycleError(ValueError):
+    """The transition is not possible now; the message says why, for staff."""
+
+
+def org_zone() -> ZoneInfo:
+    return ZoneInfo(current_app.config["ORG_TIMEZONE"])
+
+
+def to_utc(local: datetime) -> datetime:
+    """A wall-clock time in the organisation's zone -> UTC."""
+    if local.tzinfo is None:
+        local = local.replace(tzinfo=org_zone())
+    return local.astimezone(UTC)
+
+
+def to_local(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(org_zone())
+
+
+def _require_ready(campaign: Campaign) -> None:
+    if campaign.status not in ("draft", "scheduled"):
+        raise LifecycleError(f"A {campaign.status} campaign cannot be sent again.")
+    problem = readiness_problem(campaign)
+    if problem:
+        raise LifecycleError(problem)
+
+
+def estimated_recipients(campaign: Campaign) -> int:
+    """How many would receive it if it were sent now (the snapshot's own conditions)."""
+    if campaign.segment is None:
+        return 0
+    condition = compiler.segment_condition(validate(campaign.segment.rules, segment_id=campaign.segment_id))
+    return db.session.scalar(select(func.count()).select_from(Supporter).where(condition, queries.mailable())) or 0
+
+
+def send_now(campaign: Campaign, actor_id: int | None = None) -> None:
+    """Queue the campaign to start at once."""
+    schedule(campaign, datetime.now(UTC), actor_id, now=True)
+
+
+def schedule(campaign: Campaign, when: datetime, actor_id: int | None = None, *, now: bool = False) -> None:
+    """Schedule for `when` (aware, or naive in the organisation's zone); RQ's scheduler starts it."""
+    from workers import queue
+    from workers.campaigns import start_campaign_job
+
+    _require_ready(campaign)
+    when_utc = to_utc(when)
+    if not now and when_utc <= datetime.now(UTC) + timedelta(seconds=30):
+        raise LifecycleError("Choose a time in the future, or send it now.")
+    campaign.status = "scheduled"
+    campaign.scheduled_at = when_utc
+    campaign.status_reason = ""
+    audit.record("campaigns.send" if now else "campaigns.schedule", f"campaign:{campaign.id}", actor_id=actor_id,
+                 segment=campaign.segment.name, at=when_utc.isoformat(),
+                 estimated_recipients=estimated_recipients(campaign))
+    db.session.commit()
+    if now:
+        queue("mail").enqueue(start_campaign_job, campaign.id, campaign.version, result_ttl=3600)
+    else:
+        _enqueue_start(campaign)
+
+
+def _enqueue_start(campaign: Campaign) -> None:
+    from workers import queue
+    from workers.campaigns import start_campaign_job
+
+    # The job id names the version: editing bumps it, and start_campaign ignores stale versions.
+    queue("mail").enqueue_at(campaign.scheduled_at, start_campaign_job, campaign.id, campaign.version,
+                             job_id=f"campaign-{campaign.id}-start-v{campaign.version}", result_ttl=3600)
+
+
+def unschedule(campaign: Campaign, actor_id: int | None = None) -> None:
+    """Back to draft; the queued start job will find nothing to do."""
+    if campaign.status != "scheduled":
+        raise LifecycleError("Only a scheduled campaign can be unscheduled.")
+    campaign.status = "draft"
+    campaign.scheduled_at = None
+    audit.record("campaigns.unschedule", f"campaign:{campaign.id}", actor_id=actor_id)
+    db.session.commit()
+
+
+def content_changed(campaign: Campaign) -> None:
+    """Call after editing content: bump the version and re-arm a scheduled start for it."""
+    if not campaign.is_editable:
+        raise LifecycleError("Editing is locked once sending starts.")
+    campaign.version += 1
+    db.session.commit()
+    if campaign.status == "scheduled" and campaign.scheduled_at is not None:
+        _enqueue_start(campaign)
+
+
+def pause(campaign: Campaign, actor_id: int | None = None) -> None:
+    if not pipeline.pause(campaign.id, "Paused by staff."):
+        raise LifecycleError("Only a sending campaign can be paused.")
+    audit.record("campaigns.pause", f"campaign:{campaign.id}", actor_id=actor_id)
+    db.session.commit()
+
+
+def resume(campaign: Campaign, actor_id: int | None = None) -> None:
+    if not pipeline.resume(campaign.id):
+        raise LifecycleError("Only a paused campaign can be resumed.")
+    audit.record("campaigns.resume", f"campaign:{campaign.id}", actor_id=actor_id)
+    db.session.commit()
+
+
+def cancel(campaign: Campaign, actor_id: int | None = None) -> None:
+    if not pipeline.cancel(campaign.id):
+        raise LifecycleError("Only a scheduled, sending or paused campaign can be cancelled.")
+    audit.record("campaigns.cancel", f"campaign:{campaign.id}", actor_id=actor_id)
+    db.session.commit()
+
+
+# -- test sends ------------------------------------------------------------------------------
+
+def test_addresses(raw: str | list[str]) -> list[str]:
+    """Parse and check test recipients: only active staff accounts' addresses (no mailing strangers)."""
+    items = raw if isinstance(raw, list) else raw.replace(";", ",").replace("\n", ",").split(",")
+    addresses = sorted({a.strip().lower() for a in items if a.strip()})
+    if not addresses:
+        raise LifecycleError("Give at least one staff address.")
+    if len(addresses) > MAX_TEST_ADDRESSES:
+        raise LifecycleError(f"Send a test to at most {MAX_TEST_ADDRESSES} addresses at a time.")
+    staff = set(db.session.scalars(select(func.lower(StaffUser.email)).where(StaffUser.active.is_(True))))
+    strangers = [a for a in addresses if a not in staff]
+    if strangers:
+        raise LifecycleError("Test sends go to staff accounts only; not staff: " + ", ".join(strangers))
+    return addresses
+
+
+test_addresses.__test__ = False  # not a pytest test
+
+
+def send_test(campaign: Campaign, raw_addresses: str | list[str], supporter_id: int | None = None,
+              actor_id: int | None = None) -> list[str]:
+    """Queue a [TEST] copy to staff addresses (not counted, no message rows); returns the addresses."""
+    from workers import queue
+    from workers.campaigns import send_test_job
+
+    addresses = test_addresses(raw_addresses)
+    problem = readiness_problem(campaign) if campaign.sender else "Choose a sender identity."
+    if problem and "segment" not in problem.lower():
+        raise LifecycleError(problem)
+    audit.record("campaigns.test_send", f"campaign:{campaign.id}", actor_id=actor_id, recipients=len(addresses))
+    db.session.commit()
+    queue("mail").enqueue(send_test_job, campaign.id, addresses, supporter_id, result_ttl=600)
+    return addresses
+
+
+send_test.__test__ = False
+
+
+def deliver_test(campaign_id: int, addresses: list[str], supporter_id: int | None = None) -> list[str]:
+    """Render as the chosen supporter (or a sample one) and send to each address now."""
+    campaign = db.session.get(Campaign, campaign_id)
+    if campaign is None:
+        raise LookupError(f"campaign {campaign_id} does not exist")
+    renderer = Renderer.for_campaign(campaign)
+    person = dict(SAMPLE_SUPPORTER, custom_fields={})
+    if supporter_id is not None:
+        people = queries.recipients([supporter_id])
+        person = people.get(supporter_id, person)
+    ids = []
+    with SMTPTransport.for_app(current_app) as transport:
+        for address in addresses:
+            msgid, raw = renderer.render_message(0, {**person, "email": address}, test=True,
+                                                 unsubscribe=test_unsubscribe_url())
+            transport.deliver(current_app.config.get("BOUNCE_ADDRESS") or campaign.sender.email, address, raw)
+            ids.append(msgid)
+    return ids
+
+
+# -- progress --------------------------------------------------------------------------------
+
+@dataclass
+class Progress:
+    status: str
+    reason: str
+    total: int
+    sent: int
+    failed: int
+    unknown: int
+    suppressed: int
+    queued: int
+    in_flight: int
+    cancelled: int
+    rate_per_minute: int
+    eta_seconds: int | None
+
+    @property
+    def done(self) -> int:
+        return self.total - self.queued - self.in_flight
+
+    def as_json(self) -> dict:
+        return {**self.__dict__, "done": self.done}
+
+
+def progress(campaign: Campaign) -> Progress:
+    """Live counts from the message table; rate over the last minute; ETA at that rate."""
+    counts = queries.status_counts(campaign.id)
+    total = sum(counts.values())
+    since = datetime.now(UTC) - timedelta(minutes=1)
+    rate = queries.sent_since(campaign.id, since) if campaign.status == "sending" else 0
+    remaining = counts.get("queued", 0) + counts.get("sending", 0)
+    eta = int(remaining / rate * 60) if rate and remaining else (0 if not remaining else None)
+    return Progress(
+        status=campaign.status, reason=campaign.status_reason, total=total or campaign.total,
+        sent=counts.get("sent", 0), failed=counts.get("failed", 0) + counts.get("bounced", 0),
+        unknown=counts.get("unknown", 0), suppressed=counts.get("suppressed", 0),
+        queued=counts.get("queued", 0), in_flight=counts.get("sending", 0),
+        cancelled=counts.get("cancelled", 0), rate_per_minute=rate, eta_seconds=eta)
+
+
+# -- after a restart -------------------------------------------------------------------------
+
+def recover() -> dict:
+    """Re-arm scheduled starts and sweep sending campaigns; safe to run at every worker start."""
+    scheduled = db.session.scalars(select(Campaign).where(Campaign.status == "scheduled")).all()
+    for campaign in scheduled:
+        if campaign.scheduled_at is not None:
+            _enqueue_start(campaign)
+    sending = list(db.session.scalars(select(Campaign.id).where(Campaign.status == "sending")))
+    for campaign_id in sending:
+        if pipeline.sweep(campaign_id) == "sending":
+            pipeline.schedule_sweep(campaign_id)
+    return {"scheduled": len(scheduled), "sending": len(sending)}

@@ -1,0 +1,489 @@
+"""The sending pipeline: snapshot, batches, claim, render, re-check, send, record, sweep.
+
+1. start_campaign moves a scheduled campaign to `sending` and snapshots its recipients with one
+   INSERT ... SELECT, in one transaction (so a crash in between leaves nothing half-done).
+2. It enqueues send_batch jobs over id ranges of `message`, and a sweep a little later.
+3. A batch claims a few rows at a time (queued -> sending, atomically), re-reads the supporters
+   (consent and the suppression list, just before sending), renders each message from the
+   campaign's compiled template, waits for the global rate limit, sends over one reused SMTP
+   connection, and records outcomes in small batches.
+4. Pause and cancel reach every worker within a quarter of a second through Redis; the batch
+   gives back what it claimed but did not send.
+5. A batch's claimed rows carry its job id; its Redis heartbeat says it lives. The sweep marks
+   rows of dead batches `unknown` (never resent), re-enqueues batches for rows still queued
+   when no batch is at work, and finishes the campaign when nothing is queued or in flight.
+RQ delivers jobs at least once; none of this relies on it delivering them exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from flask import current_app
+from redis import Redis
+from sqlalchemy import update
+
+from campaigns import queries
+from campaigns.compose import CompiledCampaign, campaign_context, compile_campaign, org_context, supporter_context
+from campaigns.mime import MessageSkeleton
+from campaigns.throttle import ErrorWindow, Heartbeat, RelaySlots, RunState, SendRate, is_alive, set_campaign_state
+from campaigns.tokens import unsubscribe_url
+from campaigns.transport import (
+    PermanentFailure,
+    SMTPTransport,
+    TemporaryFailure,
+    UncertainDelivery,
+    smtp_settings,
+)
+from crm.extensions import db
+from crm.models import Campaign, Supporter
+from crm.redis_conn import get_redis
+from crm.segments import compiler
+from crm.segments.rules import RuleError, validate
+from crm.supporters.consent import record_consent
+
+log = logging.getLogger(__name__)
+
+
+class RelayUnavailable(Exception):
+    """The relay could not be reached after retries; the batch gave its rows back."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _setting(name: str):
+    return current_app.config[name]
+
+
+# -- 1-2: start ------------------------------------------------------------------------------
+
+def start_campaign(campaign_id: int, expected_version: int | None = None) -> int:
+    """Move a scheduled campaign to sending, snapshot recipients, enqueue batches; return the count.
+
+    Runs at most once per campaign: the status change is a compare-and-set, so a second run (a
+    stale schedule, or RQ re-running the job) finds nothing to do.
+    """
+    campaign = db.session.get(Campaign, campaign_id)
+    if campaign is None or campaign.status != "scheduled":
+        return 0
+    if expected_version is not None and campaign.version != expected_version:
+        return 0  # rescheduled or edited since this job was queued; a newer job owns it
+    if campaign.scheduled_at and _aware(campaign.scheduled_at) > _now() + timedelta(seconds=5):
+        return 0  # a stale job for an earlier time
+    problem = readiness_problem(campaign)
+    if problem:
+        fail(campaign_id, problem)
+        return 0
+    condition = compiler.segment_condition(validate(campaign.segment.rules, segment_id=campaign.segment_id))
+    now = _now()
+    moved = db.session.execute(
+        update(Campaign).where(Campaign.id == campaign_id, Campaign.status == "scheduled")
+        .values(status="sending", started_at=now, status_reason="")
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if not moved:
+        db.session.rollback()
+        return 0
+    total = queries.snapshot(campaign_id, condition, now)
+    db.session.execute(update(Campaign).where(Campaign.id == campaign_id).values(total=total)
+                       .execution_options(synchronize_session=False))
+    db.session.commit()
+    set_campaign_state(get_redis(), campaign_id, "sending")
+    ErrorWindow(get_redis(), campaign_id, 1, 1).clear()
+    log.info("campaign %s: %s recipients snapshotted", campaign_id, total)
+    enqueue_batches(campaign_id)
+    schedule_sweep(campaign_id)
+    return total
+
+
+def readiness_problem(campaign: Campaign) -> str:
+    """Why this campaign cannot be sent now, in words for staff, or ''."""
+    if not current_app.config.get("ORG_POSTAL_ADDRESS"):
+        return "ORG_POSTAL_ADDRESS is not set: every message must carry the organisation's postal address."
+    if campaign.sender is None or not campaign.sender.is_active:
+        return "Choose an active sender identity."
+    if campaign.segment is None:
+        return "Choose a segment to send to."
+    try:
+        validate(campaign.segment.rules, segment_id=campaign.segment_id)
+    except RuleError as exc:
+        return f"The segment's rules no longer hold: {exc}"
+    try:
+        compile_campaign(campaign)
+    except ValueError as exc:
+        return f"The content does not compile: {exc}"
+    return ""
+
+
+def enqueue_batches(campaign_id: int) -> int:
+    """One send_batch job per range of SEND_BATCH_SIZE ids over the campaign's queued rows."""
+    from workers import queue
+    from workers.campaigns import send_batch_job
+
+    low, high = queries.id_bounds(campaign_id)
+    if low is None:
+        return 0
+    size = int(_setting("SEND_BATCH_SIZE"))
+    mail, redis = queue("mail"), get_redis()
+    jobs = []
+    for start in range(low, high + 1, size):
+        # (after_id, upto_id]: the first batch starts just before the lowest id.
+        job = mail.enqueue(send_batch_job, campaign_id, start - 1, min(start + size - 1, high),
+                           job_timeout=max(600, size * 2), result_ttl=3600, failure_ttl=7 * 24 * 3600)
+        jobs.append(job.id)
+    redis.sadd(_jobs_key(campaign_id), *jobs)
+    redis.expire(_jobs_key(campaign_id), 7 * 24 * 3600)
+    return len(jobs)
+
+
+def _batches_at_work(campaign_id: int, redis: Redis, exclude: str | None = None) -> int:
+    """Batch jobs of this campaign still waiting in the queue, or running with a live heartbeat.
+
+    A job whose worker was killed stays "started" in RQ until its own cleanup runs (minutes);
+    our heartbeat expires in seconds, so we do not wait for RQ to notice.
+    """
+    from rq.job import Job, JobStatus
+
+    ids = [i.decode() if isinstance(i, bytes) else i for i in redis.smembers(_jobs_key(campaign_id))]
+    active = 0
+    for job_id, job in zip(ids, Job.fetch_many(ids, connection=redis), strict=True):
+        status = job.get_status(refresh=False) if job is not None else None
+        waiting = status in (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED)
+        running = status == JobStatus.STARTED and is_alive(redis, job_id)
+        if job_id != exclude and (waiting or running):
+            active += 1
+        elif not waiting and not running:
+            redis.srem(_jobs_key(campaign_id), job_id)
+    return active
+
+
+def schedule_sweep(campaign_id: int, delay: float | None = None) -> None:
+    from workers import queue
+    from workers.campaigns import sweep_job
+
+    seconds = delay if delay is not None else float(_setting("SEND_SWEEP_SECONDS"))
+    queue("mail").enqueue_in(timedelta(seconds=seconds), sweep_job, campaign_id,
+                             job_id=f"campaign-{campaign_id}-sweep-{uuid.uuid4().hex[:8]}", result_ttl=600)
+
+
+def _jobs_key(campaign_id: int) -> str:
+    return f"crm:send:campaign:{campaign_id}:batch-jobs"
+
+
+# -- 3-4: a batch ----------------------------------------------------------------------------
+
+@dataclass
+class Renderer:
+    """Everything one campaign's messages share, built once per batch: compiled templates,
+    the MIME skeleton, the organisation and campaign context."""
+
+    campaign: Campaign
+    compiled: CompiledCampaign
+    skeleton: MessageSkeleton
+    base_context: dict = field(default_factory=dict)
+
+    @classmethod
+    def for_campaign(cls, campaign: Campaign) -> Renderer:
+        config = current_app.config
+        sender = campaign.sender
+        skeleton = MessageSkeleton(
+            from_name=sender.name, from_address=sender.email,
+            reply_to=campaign.reply_to or sender.reply_to, list_name=f"{config['ORG_NAME']} updates",
+            campaign_id=campaign.id, unsubscribe_mailto=config.get("UNSUBSCRIBE_MAILTO") or "",
+        )
+        context = {"org": org_context(config), "campaign": campaign_context(campaign)}
+        return cls(campaign, compile_campaign(campaign), skeleton, context)
+
+    def render_message(self, message_id: int, person: dict, *, test: bool = False,
+                       unsubscribe: str | None = None) -> tuple[str, bytes]:
+        """(Message-ID, the message as bytes) for one supporter; builds the unsubscribe URL too."""
+        url = unsubscribe or unsubscribe_url(message_id)
+        context = dict(self.base_context)
+        context["supporter"] = supporter_context(
+            first_name=person.get("first_name") or "", last_name=person.get("last_name") or "",
+            email=person["email"], postal_code=person.get("postal_code") or "",
+            country=person.get("country") or "", petitions=person.get("petitions"),
+            custom=person.get("custom_fields"))
+        context["unsubscribe_url"] = url
+        parts = self.compiled.render(context)
+        subject = f"[TEST] {parts.subject}" if test else parts.subject
+        msgid = self.skeleton.message_id(message_id if not test else "test")
+        raw = self.skeleton.build(
+            to_address=person["email"], to_name=context["supporter"].get("full_name", ""), subject=subject,
+            text=parts.text, html=parts.html, message_id=msgid, unsubscribe_url=url,
+            message_ref=f"{self.campaign.id}.{message_id if not test else 'test'}", date=_now())
+        return msgid, raw
+
+
+class _Batch:
+    """State of one send_batch run; see send_batch."""
+
+    def __init__(self, campaign: Campaign, holder: str, redis: Redis, job_id: str | None = None):
+        config = current_app.config
+        self.campaign_id = campaign.id
+        self.holder = holder
+        self.redis = redis
+        self.renderer = Renderer.for_campaign(campaign)
+        self.envelope_from = config.get("BOUNCE_ADDRESS") or campaign.sender.email
+        settings = smtp_settings(current_app)
+        self.transport = SMTPTransport(settings, timeout=float(config["SMTP_TIMEOUT_SECONDS"]))
+        self.slots = RelaySlots(redis, f"{settings['host']}:{settings['port']}",
+                                int(config["SMTP_MAX_CONNECTIONS"]))
+        self.rate = SendRate(redis, float(config["SEND_RATE_PER_SECOND"]))
+        self.state = RunState(redis, campaign.id)
+        self.heartbeat = Heartbeat(redis, [holder, job_id], int(config["SEND_HEARTBEAT_SECONDS"]))
+        window = int(config["SEND_ERROR_WINDOW"])
+        self.errors = ErrorWindow(redis, campaign.id, window, float(config["SEND_ERROR_RATE"]),
+                                  minimum=min(50, window))
+        self.chunk = int(config["SEND_CHUNK_SIZE"])
+        self.retries = int(config["SEND_RETRIES"])
+        self.backoff = float(config["SEND_RETRY_BACKOFF_SECONDS"])
+        self.flush_every = int(config["SEND_FLUSH_EVERY"])
+        self.pending: list[dict] = []
+        self.failures: list[bool] = []
+        self.sent = 0
+
+    def run(self, after_id: int, upto_id: int) -> int:
+        self.heartbeat.beat(force=True)
+        self.slots.acquire(self.holder, on_wait=self.heartbeat.beat)
+        try:
+            cursor = after_id
+            while not self.state.stopped():
+                rows = queries.claim(self.campaign_id, cursor, upto_id, self.holder, self.chunk, _now())
+                if not rows:
+                    break
+                cursor = rows[-1].id
+                self._send_chunk(rows)
+        finally:
+            self.flush()
+            self.transport.close()
+            self.slots.release(self.holder)
+        return self.sent
+
+    def _send_chunk(self, rows: list) -> None:
+        people = queries.recipients([r.supporter_id for r in rows if r.supporter_id is not None])
+        for i, row in enumerate(rows):
+            if self.state.stopped():
+                self._give_back([r.id for r in rows[i:]])
+                return
+            person = people.get(row.supporter_id)
+            if person is None or not person["is_mailable"]:
+                # Unsubscribed, bounced, erased or suppressed since the snapshot: skip for good.
+                self._outcome(row.id, "suppressed", error="consent changed before sending")
+                continue
+            self.heartbeat.beat()
+            self.slots.renew(self.holder)
+            msgid, raw = self.renderer.render_message(row.id, person)
+            self.rate.acquire(on_wait=self.heartbeat.beat)
+            try:
+                self._deliver(person["email"], raw)
+            except PermanentFailure as exc:
+                self._outcome(row.id, "bounced" if exc.user_unknown else "failed", error=str(exc), failed=True)
+                if exc.user_unknown:
+                    self._mark_bouncing(row.supporter_id, str(exc))
+            except UncertainDelivery as exc:
+                self._outcome(row.id, "unknown", error=str(exc), failed=True)
+            except TemporaryFailure as exc:
+                if exc.code is None:  # no relay at all: give everything back and pause
+                    self.flush()
+                    self._give_back([r.id for r in rows[i:]], error=str(exc))
+                    raise RelayUnavailable(str(exc)) from None
+                self._outcome(row.id, "queued", error=str(exc), failed=True)  # a later sweep retries it
+            else:
+                self._outcome(row.id, "sent", smtp_id=msgid, email=person["email"])
+                self.sent += 1
+            if len(self.pending) >= self.flush_every:
+                self.flush()
+
+    def _deliver(self, recipient: str, raw: bytes) -> None:
+        """Send, retrying 4xx replies and connection failures on a fresh connection with backoff."""
+        for attempt in range(self.retries + 1):
+            try:
+                self.transport.deliver(self.envelope_from, recipient, raw)
+                return
+            except TemporaryFailure:
+                if attempt == self.retries:
+                    raise
+                self.transport.drop()
+                self.heartbeat.beat()
+                time.sleep(self.backoff * (2 ** attempt))
+
+    def _outcome(self, message_id: int, status: str, *, smtp_id: str | None = None, error: str = "",
+                 email: str | None = None, failed: bool = False) -> None:
+        if status == "queued":
+            self.flush()
+            queries.release([message_id], self.holder, error=error)
+        else:
+            self.pending.append({"mid": message_id, "new_status": status,
+                                 "new_sent_at": _now() if status == "sent" else None,
+                                 "new_smtp_id": smtp_id, "new_error": error[:1000], "new_email": email})
+        if status != "suppressed":
+            self.failures.append(failed)
+
+    def _give_back(self, message_ids: list[int], error: str = "") -> None:
+        self.flush()
+        if self.state.current() == "cancelled":
+            queries.release(message_ids, self.holder, to_status="cancelled")
+        else:
+            queries.release(message_ids, self.holder, error=error)
+
+    def _mark_bouncing(self, supporter_id: int | None, reason: str) -> None:
+        self.flush()
+        person = db.session.get(Supporter, supporter_id) if supporter_id else None
+        if person is not None and person.email_status == "subscribed":
+            record_consent(person, "bounce", "smtp", reason=reason[:500], campaign_id=self.campaign_id)
+            db.session.commit()
+
+    def flush(self) -> None:
+        """Record outcomes, then check the error threshold."""
+        if self.pending:
+            pending, self.pending = self.pending, []
+            queries.record(pending)
+        if self.failures:
+            failures, self.failures = self.failures, []
+            failed, length = self.errors.record(failures)
+            if self.errors.tripped(failed, length) and self.state.current() == "sending":
+                pause(self.campaign_id, f"Paused automatically: {failed} of the last {length} messages "
+                                        "failed. Check the relay and the failed messages, then resume.")
+                self.state.refresh()
+
+
+def send_batch(campaign_id: int, after_id: int, upto_id: int, job_id: str | None = None) -> int:
+    """Send the campaign's queued messages with ids in (after_id, upto_id]; return how many were sent.
+
+    `job_id` is the RQ job's id: its heartbeat tells the sweep this batch is alive. Each run
+    claims under its own holder id, so even a second run of the same job never touches rows
+    the first one claimed.
+    """
+    holder = uuid.uuid4().hex
+    redis = get_redis()
+    campaign = db.session.get(Campaign, campaign_id)
+    relay_down = None
+    try:
+        if campaign is None or campaign.status != "sending":
+            return 0
+        return _Batch(campaign, holder, redis, job_id).run(after_id, upto_id)
+    except RelayUnavailable as exc:
+        relay_down = exc
+        return 0
+    finally:
+        Heartbeat(redis, [holder, job_id], 1).stop()
+        db.session.rollback()
+        if relay_down is not None:
+            pause(campaign_id, f"Paused automatically: the mail relay could not be reached ({relay_down}). "
+                               "Resume when it is back; nothing was lost.")
+        sweep(campaign_id, finishing=job_id)
+
+
+# -- 5-7: sweep and finish -------------------------------------------------------------------
+
+def sweep(campaign_id: int, finishing: str | None = None) -> str:
+    """Settle a sending campaign: dead batches' rows -> unknown; requeue; finish. Returns the status.
+
+    Safe to run any number of times from anywhere (the end of every batch, the periodic sweep
+    job, a worker starting up): each step is a guarded UPDATE.
+    """
+    redis = get_redis()
+    for holder in queries.holders_in_flight(campaign_id):
+        if holder and not is_alive(redis, holder):
+            lost = queries.mark_unknown(campaign_id, holder)
+            log.warning("campaign %s: %s messages of a stopped batch marked unknown", campaign_id, lost)
+    campaign = db.session.get(Campaign, campaign_id)
+    if campaign is None or campaign.status != "sending":
+        return campaign.status if campaign else "gone"
+    queries.retry_exhausted(campaign_id, int(_setting("SEND_MAX_ATTEMPTS")))
+    db.session.commit()
+    counts = queries.status_counts(campaign_id)
+    if not counts.get("queued") and not counts.get("sending"):
+        finish(campaign_id, counts)
+        return "sent"
+    if counts.get("queued") and not _batches_at_work(campaign_id, redis, exclude=finishing):
+        enqueue_batches(campaign_id)
+    return "sending"
+
+
+def finish(campaign_id: int, counts: dict[str, int]) -> None:
+    moved = db.session.execute(
+        update(Campaign).where(Campaign.id == campaign_id, Campaign.status == "sending")
+        .values(status="sent", finished_at=_now(), **_counters(counts))
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    db.session.commit()
+    if moved:
+        set_campaign_state(get_redis(), campaign_id, "sent")
+        log.info("campaign %s: finished %s", campaign_id, counts)
+
+
+def _counters(counts: dict[str, int]) -> dict[str, int]:
+    return {"sent_count": counts.get("sent", 0),
+            "failed_count": counts.get("failed", 0) + counts.get("bounced", 0),
+            "unknown_count": counts.get("unknown", 0), "suppressed_count": counts.get("suppressed", 0)}
+
+
+# -- lifecycle transitions the workers must see ----------------------------------------------
+
+def pause(campaign_id: int, reason: str = "") -> bool:
+    moved = db.session.execute(
+        update(Campaign).where(Campaign.id == campaign_id, Campaign.status == "sending")
+        .values(status="paused", status_reason=reason)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    db.session.commit()
+    if moved:
+        set_campaign_state(get_redis(), campaign_id, "paused")
+        log.warning("campaign %s paused: %s", campaign_id, reason or "by staff")
+    return bool(moved)
+
+
+def resume(campaign_id: int) -> bool:
+    moved = db.session.execute(
+        update(Campaign).where(Campaign.id == campaign_id, Campaign.status == "paused")
+        .values(status="sending", status_reason="")
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    db.session.commit()
+    if moved:
+        redis = get_redis()
+        set_campaign_state(redis, campaign_id, "sending")
+        ErrorWindow(redis, campaign_id, 1, 1).clear()
+        sweep(campaign_id)
+        schedule_sweep(campaign_id)
+    return bool(moved)
+
+
+def cancel(campaign_id: int) -> bool:
+    moved = db.session.execute(
+        update(Campaign).where(Campaign.id == campaign_id, Campaign.status.in_(("scheduled", "sending", "paused")))
+        .values(status="cancelled", finished_at=_now())
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if moved:
+        queries.cancel_queued(campaign_id)
+        db.session.execute(update(Campaign).where(Campaign.id == campaign_id)
+                           .values(**_counters(queries.status_counts(campaign_id)))
+                           .execution_options(synchronize_session=False))
+    db.session.commit()
+    if moved:
+        set_campaign_state(get_redis(), campaign_id, "cancelled")
+    return bool(moved)
+
+
+def fail(campaign_id: int, reason: str) -> None:
+    db.session.execute(
+        update(Campaign).where(Campaign.id == campaign_id, Campaign.status.in_(("scheduled", "sending")))
+        .values(status="failed", status_reason=reason, finished_at=_now())
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+    set_campaign_state(get_redis(), campaign_id, "failed")
+    log.error("campaign %s failed: %s", campaign_id, reason)
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

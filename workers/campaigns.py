@@ -1,0 +1,55 @@
+"""Campaign jobs: start (snapshot and batches), send a batch, sweep, and test sends.
+
+Each takes ids, opens its own app context and raises on failure. None relies on running only
+once: the guarantees live in the database (see campaigns/pipeline.py).
+"""
+
+from __future__ import annotations
+
+from rq import get_current_job
+
+from workers import job_app
+
+
+def start_campaign_job(campaign_id: int, version: int | None = None) -> int:
+    """Snapshot the campaign's recipients and enqueue its batches; returns the recipient count."""
+    from campaigns.pipeline import start_campaign
+
+    with job_app().app_context():
+        return start_campaign(campaign_id, version)
+
+
+def send_batch_job(campaign_id: int, after_id: int, upto_id: int) -> int:
+    """Send one range of the campaign's messages; returns how many were sent."""
+    from campaigns.pipeline import send_batch
+
+    job = get_current_job()
+    with job_app().app_context():
+        return send_batch(campaign_id, after_id, upto_id, job_id=job.id if job else None)
+
+
+def sweep_job(campaign_id: int) -> str:
+    """Settle the campaign (dead batches, leftovers, finishing) and come back while it sends."""
+    from campaigns.pipeline import schedule_sweep, sweep
+
+    with job_app().app_context():
+        status = sweep(campaign_id)
+        if status == "sending":
+            schedule_sweep(campaign_id)
+        return status
+
+
+def send_test_job(campaign_id: int, addresses: list[str], supporter_id: int | None = None) -> list[str]:
+    """Send the campaign, marked [TEST], to staff addresses; returns the Message-IDs."""
+    from campaigns.lifecycle import deliver_test
+
+    with job_app().app_context():
+        return deliver_test(campaign_id, addresses, supporter_id)
+
+
+def recover_campaigns_job() -> dict:
+    """Re-arm schedules and sweeps after a restart (an embedded Redis forgets them)."""
+    from campaigns.lifecycle import recover
+
+    with job_app().app_context():
+        return recover()
