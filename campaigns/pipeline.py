@@ -200,6 +200,11 @@ class Renderer:
         context = {"org": org_context(config), "campaign": campaign_context(campaign)}
         return cls(campaign, compile_campaign(campaign), skeleton, context)
 
+    @property
+    def uses_petitions(self) -> bool:
+        """Whether any part mentions petitions (else the batch skips fetching signatures)."""
+        return "petitions" in self.compiled.html_source or "petitions" in self.compiled.text_source
+
     def render_message(self, message_id: int, person: dict, *, test: bool = False,
                        unsubscribe: str | None = None) -> tuple[str, bytes]:
         """(Message-ID, the message as bytes) for one supporter; builds the unsubscribe URL too."""
@@ -245,6 +250,7 @@ class _Batch:
         self.retries = int(config["SEND_RETRIES"])
         self.backoff = float(config["SEND_RETRY_BACKOFF_SECONDS"])
         self.flush_every = int(config["SEND_FLUSH_EVERY"])
+        self.tokens = 0
         self.pending: list[dict] = []
         self.failures: list[bool] = []
         self.sent = 0
@@ -252,6 +258,7 @@ class _Batch:
     def run(self, after_id: int, upto_id: int) -> int:
         self.heartbeat.beat(force=True)
         self.slots.acquire(self.holder, on_wait=self.heartbeat.beat)
+        self.heartbeat.beat(force=True)
         try:
             cursor = after_id
             while not self.state.stopped():
@@ -267,7 +274,10 @@ class _Batch:
         return self.sent
 
     def _send_chunk(self, rows: list) -> None:
-        people = queries.recipients([r.supporter_id for r in rows if r.supporter_id is not None])
+        people = queries.recipients([r.supporter_id for r in rows if r.supporter_id is not None],
+                                    with_petitions=self.renderer.uses_petitions)
+        self.heartbeat.beat()
+        self.slots.renew(self.holder)
         for i, row in enumerate(rows):
             if self.state.stopped():
                 self._give_back([r.id for r in rows[i:]])
@@ -277,10 +287,8 @@ class _Batch:
                 # Unsubscribed, bounced, erased or suppressed since the snapshot: skip for good.
                 self._outcome(row.id, "suppressed", error="consent changed before sending")
                 continue
-            self.heartbeat.beat()
-            self.slots.renew(self.holder)
             msgid, raw = self.renderer.render_message(row.id, person)
-            self.rate.acquire(on_wait=self.heartbeat.beat)
+            self._take_token(len(rows) - i)
             try:
                 self._deliver(person["email"], raw)
             except PermanentFailure as exc:
@@ -300,6 +308,19 @@ class _Batch:
                 self.sent += 1
             if len(self.pending) >= self.flush_every:
                 self.flush()
+
+    def _take_token(self, wanted: int) -> None:
+        """One send's worth of the global rate, taken from Redis a block at a time."""
+        if self.tokens == 0:
+            block = max(1, min(wanted, self.rate.block))
+
+            def keep_alive() -> None:
+                self.heartbeat.beat()
+                self.slots.renew(self.holder)
+
+            self.rate.acquire(block, on_wait=keep_alive)
+            self.tokens = block
+        self.tokens -= 1
 
     def _deliver(self, recipient: str, raw: bytes) -> None:
         """Send, retrying 4xx replies and connection failures on a fresh connection with backoff."""

@@ -39,9 +39,14 @@ class SendRate:
             self._item = RateLimitItemPerMinute(max(1, int(per_second * 60)))
         self._sleep = sleep
 
-    def acquire(self, on_wait: Callable[[], None] | None = None) -> None:
-        """Block until this process may send one more message."""
-        while not self._limiter.hit(self._item, "campaign-send"):
+    @property
+    def block(self) -> int:
+        """Tokens worth taking at once: a tenth of a second's allowance (one Redis call per block)."""
+        return max(1, self._item.amount // (10 * self._item.multiples * self._item.GRANULARITY.seconds))
+
+    def acquire(self, count: int = 1, on_wait: Callable[[], None] | None = None) -> None:
+        """Block until this process may send `count` more messages."""
+        while not self._limiter.hit(self._item, "campaign-send", cost=count):
             reset = self._limiter.get_window_stats(self._item, "campaign-send").reset_time
             if on_wait:
                 on_wait()
@@ -145,24 +150,34 @@ class RunState:
         self._checked = 0.0
 
 
+# Push outcomes onto the window, keep its newest `size`, and count failures server-side, so one
+# round trip returns two integers however large the window.
+_RECORD_OUTCOMES = """
+redis.call('LPUSH', KEYS[1], unpack(ARGV, 2))
+redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[1]) - 1)
+redis.call('EXPIRE', KEYS[1], 604800)
+local window = redis.call('LRANGE', KEYS[1], 0, -1)
+local failed = 0
+for _, v in ipairs(window) do if v == '1' then failed = failed + 1 end end
+return {failed, #window}
+"""
+
+
 class ErrorWindow:
     """The outcome of the campaign's last `size` messages; trips when failures reach `rate`."""
 
     def __init__(self, redis: Redis, campaign_id: int, size: int, rate: float, minimum: int = 50):
         self.redis, self.key = redis, f"{KEY_PREFIX}:campaign:{campaign_id}:outcomes"
         self.size, self.rate, self.minimum = size, rate, minimum
+        self._script = redis.register_script(_RECORD_OUTCOMES)
 
     def record(self, outcomes: list[bool]) -> tuple[int, int]:
         """Push outcomes (True = failed); return (failures, window length)."""
         if not outcomes:
             return 0, 0
-        pipe = self.redis.pipeline()
-        pipe.lpush(self.key, *("1" if failed else "0" for failed in outcomes))
-        pipe.ltrim(self.key, 0, self.size - 1)
-        pipe.expire(self.key, 7 * 24 * 3600)
-        pipe.lrange(self.key, 0, self.size - 1)
-        window = pipe.execute()[-1]
-        return sum(1 for v in window if v in (b"1", "1")), len(window)
+        failed, length = self._script(keys=[self.key],
+                                      args=[self.size, *("1" if bad else "0" for bad in outcomes)])
+        return int(failed), int(length)
 
     def tripped(self, failures: int, length: int) -> bool:
         return length >= self.minimum and failures >= self.rate * length

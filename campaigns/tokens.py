@@ -12,6 +12,8 @@ SECRET_KEY would break every link already sent, so old keys listed in SECRET_KEY
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from flask import current_app
 from itsdangerous import BadData, URLSafeSerializer
 
@@ -25,8 +27,14 @@ TEST_PAYLOAD = "test-message"
 def _serializer() -> URLSafeSerializer:
     config = current_app.config
     # itsdangerous signs with the last key and verifies with any of them.
-    keys = [*(config.get("SECRET_KEY_FALLBACKS") or ()), config["SECRET_KEY"]]
-    return URLSafeSerializer(keys, salt=SALT)
+    return _serializer_for((*(config.get("SECRET_KEY_FALLBACKS") or ()), config["SECRET_KEY"]))
+
+
+@lru_cache(maxsize=8)
+def _serializer_for(keys: tuple[str, ...]) -> URLSafeSerializer:
+    # Built once per key set: deriving the signing key costs more than signing (the send loop
+    # signs one token per message).
+    return URLSafeSerializer(list(keys), salt=SALT)
 
 
 def _load(token: object) -> object | None:

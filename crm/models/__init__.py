@@ -1,7 +1,6 @@
 """All models, imported here so Alembic and the app see one metadata."""
 
 from crm.models.base import Base, utcnow
-from crm.models.imports import IMPORT_STATUSES, ImportJob
 from crm.models.campaigns import (
     CAMPAIGN_STATUSES,
     EDITABLE_STATUSES,
@@ -13,6 +12,7 @@ from crm.models.campaigns import (
     Message,
     SenderIdentity,
 )
+from crm.models.imports import IMPORT_STATUSES, ImportJob
 from crm.models.petitions import (
     CONSENT_MODES,
     PETITION_STATUSES,

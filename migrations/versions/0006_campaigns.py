@@ -89,8 +89,7 @@ def upgrade():
     sa.Column('sent_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('opened_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('clicked_at', sa.DateTime(timezone=True), nullable=True),
-    sa.ForeignKeyConstraint(['campaign_id'], ['campaign.id'], name=op.f('fk_message_campaign_id_campaign'), ondelete='CASCADE'),
-    sa.ForeignKeyConstraint(['supporter_id'], ['supporter.id'], name=op.f('fk_message_supporter_id_supporter'), ondelete='SET NULL'),
+    # No foreign keys on message: see crm/models/campaigns.py (a trigger per row halves the snapshot).
     sa.PrimaryKeyConstraint('id', name=op.f('pk_message')),
     sa.UniqueConstraint('campaign_id', 'supporter_id', name='uq_message_campaign_supporter')
     )
