@@ -115,7 +115,9 @@ class MessageSkeleton:
             encode_header("Subject", subject),
             f"Date: {format_datetime(date)}".encode("ascii") + CRLF,
             f"Message-ID: {message_id}".encode("ascii") + CRLF,
-            f"List-Unsubscribe:\r\n {unsubscribe}".encode("ascii") + CRLF,
+            # The https URL stays on the header's first line (folding before it leaves a leading
+            # space some parsers keep); it can exceed 78 characters, never 998 (RFC 5322 2.1.1).
+            f"List-Unsubscribe: {unsubscribe}".encode("ascii") + CRLF,
             f"X-Message-Ref: {clean_header_value(message_ref)}".encode("ascii") + CRLF,
             self.static_headers,
         ))
