@@ -42,6 +42,8 @@ def dev_command(host: str, port: int, no_worker: bool) -> None:
         raise click.ClickException(f"Port {port} is in use; pass --port to choose another.")
     os.environ.setdefault("CRM_ENV", "development")
     os.environ.setdefault("BASE_URL", f"http://{host}:{port}")
+    # Campaigns refuse to send without a postal address; on a laptop, a placeholder says so.
+    os.environ.setdefault("ORG_POSTAL_ADDRESS", "1 Example Street, London N1 9GU (demo: set ORG_POSTAL_ADDRESS)")
     instance = instance_folder()
     outbox = worker = None
     # Ctrl-C and SIGTERM both stop everything (SIGINT may arrive ignored from a parent shell).
