@@ -9,6 +9,8 @@ session by running the Alembic revisions, never create_all().
 from __future__ import annotations
 
 import os
+import threading
+import time
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -159,14 +161,45 @@ def client_as(app):
 
 
 class RecordingHandler:
-    """An aiosmtpd handler that keeps every envelope, byte for byte."""
+    """An aiosmtpd handler that keeps every envelope byte for byte, and answers as a test scripts it.
+
+    `replies[address]` lists the replies to give RCPT for that address in turn (the last one
+    repeats); `on_message(count, envelope)` runs before the DATA reply; `delay` slows DATA down.
+    """
 
     def __init__(self):
         self.envelopes = []
+        self.replies: dict[str, list[str]] = {}
+        self.on_message = None
+        self.delay = 0.0
+        self.errors: list[Exception] = []
+        self._lock = threading.Lock()
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        script = self.replies.get(address)
+        if script:
+            reply = script.pop(0) if len(script) > 1 else script[0]
+            if not reply.startswith("250"):
+                return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
-        self.envelopes.append(envelope)
+        if self.delay:
+            time.sleep(self.delay)
+        with self._lock:
+            self.envelopes.append(envelope)
+            count = len(self.envelopes)
+        if self.on_message:
+            try:
+                self.on_message(count, envelope)
+            except Exception as exc:  # surface it in the test, not only in aiosmtpd's log
+                self.errors.append(exc)
+                raise
         return "250 OK"
+
+    def recipients(self) -> list[str]:
+        return [rcpt for env in self.envelopes for rcpt in env.rcpt_tos]
 
 
 @pytest.fixture

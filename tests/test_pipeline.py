@@ -12,13 +12,11 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
 from rq.registry import ScheduledJobRegistry
 
 from campaigns import lifecycle, pipeline
@@ -37,52 +35,10 @@ EVERYONE = {"type": "group", "match": "all", "rules": [
     {"type": "condition", "field": "email_status", "op": "in", "value": ["subscribed"]}]}
 
 
-class ScriptedHandler:
-    """An SMTP server's DATA handler that records messages and answers as a test scripts it."""
-
-    def __init__(self):
-        self.envelopes = []
-        self.replies: dict[str, list[str]] = {}  # address -> replies to give, in order
-        self.on_message = None
-        self.delay = 0.0
-        self.lock = threading.Lock()
-        self.errors: list[Exception] = []
-
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        script = self.replies.get(address)
-        if script:
-            reply = script.pop(0) if len(script) > 1 else script[0]
-            if not reply.startswith("250"):
-                return reply
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server, session, envelope):
-        if self.delay:
-            time.sleep(self.delay)
-        with self.lock:
-            self.envelopes.append(envelope)
-            count = len(self.envelopes)
-        if self.on_message:
-            try:
-                self.on_message(count, envelope)
-            except Exception as exc:  # surface it in the test, not in aiosmtpd's log
-                self.errors.append(exc)
-                raise
-        return "250 OK"
-
-    def recipients(self) -> list[str]:
-        return [rcpt for env in self.envelopes for rcpt in env.rcpt_tos]
-
-
 @pytest.fixture
-def smtp():
-    handler = ScriptedHandler()
-    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    controller.url = f"smtp://127.0.0.1:{controller.port}"
-    yield controller
-    controller.stop()
+def smtp(smtp_server):
+    """The suite's real SMTP server (tests/conftest.py), scriptable per recipient."""
+    return smtp_server
 
 
 @pytest.fixture
