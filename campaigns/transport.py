@@ -98,6 +98,12 @@ class SMTPTransport:
         try:
             smtp = self.connect()
             smtp.ehlo_or_helo_if_needed()
+        except (smtplib.SMTPException, OSError) as exc:
+            # No usable session at all (refused, TLS or login failed): a relay problem, never a
+            # verdict on this recipient, so it carries no code and the pipeline pauses on it.
+            self.drop()
+            raise TemporaryFailure(None, f"{type(exc).__name__}: {exc}") from None
+        try:
             code, reply = smtp.mail(sender)
             if code != 250:
                 self._reset_transaction()
