@@ -1,30 +1,44 @@
-"""Segment count and sample timings for a five-condition segment on PostgreSQL.
+"""Segment count and sample timings for the issue's five-condition segment on PostgreSQL.
 
-Data: BENCH_SEGMENT_SUPPORTERS supporters (default 1,000,000) generated inside PostgreSQL with
-generate_series (seeded, so runs are comparable): 20 petitions, about 1.5 signatures per
-supporter (skewed towards the first petitions), 30% of supporters tagged with one of 10 tags,
-realistic spreads of email status, country, postal code and source. It lives in its own
-database, BENCH_SEGMENT_DATABASE_URL (default .../bench_segments: the import bench drops and
-recreates the schema of `bench`, so the two must not share it), created with psycopg in
-autocommit mode when missing, and is reused while the supporter count matches
-(BENCH_SEGMENT_REBUILD=1 forces a rebuild).
+Data, generated inside PostgreSQL with generate_series (seeded, so runs are comparable):
 
-The segment: subscribed AND signed petition 1 or 2 in the last 365 days AND postal code starting
-with SW1 or N1 AND country GB AND not tagged "tag3". Each query runs 5 times; the median is
-reported, plus the EXPLAIN ANALYZE of the count with BENCH_SEGMENT_EXPLAIN=1.
+- supporters (default 1,000,000; --supporters / BENCH_SEGMENT_SUPPORTERS) with realistic spreads
+  of email status, country, postal code and source; 30% tagged with one of 10 tags;
+- 200 petitions and three signing rounds per supporter skewed towards the low petition ids
+  (about 3 signatures per supporter, duplicates dropped);
+- engagement: 20 sent campaigns, one every 10 days back to 200 days ago, each messaging a random
+  share of supporters, and open / click events on those messages, about two events per message,
+  from the 60% of supporters who ever open anything. --events / BENCH_SEGMENT_EVENTS sets the
+  number of events (default 1,000,000 for a quick run; the issue's figure is 10,000,000).
+
+It lives in its own database, BENCH_SEGMENT_DATABASE_URL (default .../bench_segments: the import
+bench drops and recreates the schema of `bench`, so the two must not share it), created when
+missing and reused while the sizes match (a table bench_meta records them; --rebuild forces a
+rebuild). --drop drops the database afterwards: at 10M events it takes about 4 GB.
+
+The segment (the issue's): signed petition 1 or 2 AND subscribed AND postal code starting with
+SW1 or N1 AND has not opened a campaign email in the last 90 days AND not tagged "tag3". Each
+query runs 5 times; the median is reported. --explain prints EXPLAIN (ANALYZE, BUFFERS) of the
+count and the sample.
 
     python -m bench segments
-    BENCH_SEGMENT_SUPPORTERS=200000 BENCH_SEGMENT_EXPLAIN=1 python -m bench.bench_segments
+    python -m bench.bench_segments --events 10000000 --explain --drop
+    python -m bench.bench_segments --supporters 200000 --events 2000000
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
 import tempfile
 import time
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/bench_segments"
+DEFAULT_SUPPORTERS = 1_000_000
+DEFAULT_EVENTS = 1_000_000
+CAMPAIGNS = 20
+EVENTS_PER_MESSAGE = 2.0  # the generator below averages about this many
 
 
 def ensure_database(url: str) -> None:
@@ -38,12 +52,21 @@ def ensure_database(url: str) -> None:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
-GENERATE = [
+def drop_database(url: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    base, _, name = url.rpartition("/")
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+SUPPORTERS = [
     "SELECT setseed(0.42)",
     """INSERT INTO petition (slug, title, body, addressed_to, goal, consent_mode, consent_wording,
            consent_wording_version, thank_you_message, redirect_url, status, created_at, updated_at)
        SELECT 'bench-' || p, 'Bench petition ' || p, '', '', 100000, 'implied', 'Updates.', 1, '', '',
-              'open', now(), now() FROM generate_series(1, 20) p""",
+              'open', now(), now() FROM generate_series(1, 200) p""",
     "INSERT INTO tag (name, created_at) SELECT 'tag' || t, now() FROM generate_series(1, 10) t",
     """INSERT INTO supporter (email, first_name, last_name, postal_code, country, email_status, source,
            custom_fields, notes, created_at, updated_at)
@@ -57,22 +80,46 @@ GENERATE = [
               json_build_object('branch', 'Branch ' || (g %% 50)), '',
               now() - random() * interval '1000 days', now()
        FROM (SELECT g, random() AS r FROM generate_series(1, %(n)s) g) s""",
-    # One signature each, skewed towards the low petition ids; half sign a second one.
-    """INSERT INTO signature (petition_id, supporter_id, comment, source, created_at)
-       SELECT 1 + floor(power(random(), 2) * 20)::int, id, '', '', now() - random() * interval '800 days'
-       FROM supporter""",
-    """INSERT INTO signature (petition_id, supporter_id, comment, source, created_at)
-       SELECT 1 + floor(random() * 20)::int, id, '', '', now() - random() * interval '800 days'
-       FROM supporter WHERE random() < 0.5
-       ON CONFLICT DO NOTHING""",
+    # Three signing rounds, skewed towards the low petition ids (petition 1 is the big one).
+    *["""INSERT INTO signature (petition_id, supporter_id, comment, source, created_at)
+         SELECT 1 + floor(power(random(), 2) * 200)::int, id, '', '', now() - random() * interval '800 days'
+         FROM supporter
+         ON CONFLICT DO NOTHING"""] * 3,
     """INSERT INTO supporter_tag (supporter_id, tag_id)
        SELECT id, 1 + floor(random() * 10)::int FROM supporter WHERE random() < 0.3""",
-    "ANALYZE",
+]
+
+ENGAGEMENT = [
+    "SELECT setseed(0.17)",
+    "TRUNCATE engagement_event, message, campaign RESTART IDENTITY CASCADE",
+    """INSERT INTO campaign (name, subject, preheader, reply_to, mjml, text_body, track_opens, track_clicks,
+           status, version, status_reason, total, sent_count, failed_count, unknown_count, suppressed_count,
+           scheduled_at, started_at, finished_at, created_at, updated_at)
+       SELECT 'Bench update ' || c, 'Update ' || c, '', '', '', '', true, true, 'sent', 1, '', 0, 0, 0, 0, 0,
+              now() - c * interval '10 days', now() - c * interval '10 days', now() - c * interval '10 days',
+              now() - c * interval '10 days', now()
+       FROM generate_series(1, %(campaigns)s) c""",
+    # Each campaign messages a random share of supporters, so messages ~= events / 2.
+    """INSERT INTO message (campaign_id, supporter_id, email, status, attempts, error, created_at, sent_at)
+       SELECT c.id, s.id, s.email, 'sent', 1, '', c.started_at, c.started_at + random() * interval '2 hours'
+       FROM campaign c CROSS JOIN supporter s
+       WHERE random() < %(share)s""",
+    # 60% of supporters ever open (a fixed hash of the id); they open each message 0-6 times
+    # (2.8 on average) over the following week and click with probability 0.5.
+    """INSERT INTO engagement_event (message_id, supporter_id, campaign_id, kind, url, created_at)
+       SELECT m.id, m.supporter_id, m.campaign_id, 'open', '', m.sent_at + random() * interval '7 days'
+       FROM message m CROSS JOIN generate_series(1, 6) g
+       WHERE (m.supporter_id * 2654435761 %% 100) < 60 AND random() < 0.47""",
+    """INSERT INTO engagement_event (message_id, supporter_id, campaign_id, kind, url, created_at)
+       SELECT m.id, m.supporter_id, m.campaign_id, 'click', 'https://example.org/act',
+              m.sent_at + random() * interval '7 days'
+       FROM message m
+       WHERE (m.supporter_id * 2654435761 %% 100) < 60 AND random() < 0.5""",
 ]
 
 
-def build(n: int) -> float:
-    """Fresh schema (Alembic) and generated rows; returns seconds taken."""
+def build_schema_and_supporters(n: int) -> float:
+    """Fresh schema (Alembic) and generated supporters, petitions, signatures and tags; seconds."""
     from flask_migrate import upgrade
     from sqlalchemy import text
 
@@ -84,12 +131,36 @@ def build(n: int) -> float:
         conn.execute(text("CREATE SCHEMA public"))
     upgrade()
     with db.engine.begin() as conn:
-        for statement in GENERATE:
+        conn.execute(text("CREATE TABLE bench_meta (key text PRIMARY KEY, value bigint NOT NULL)"))
+        for statement in SUPPORTERS:
             conn.exec_driver_sql(statement, {"n": n} if "%(n)s" in statement else None)
+        conn.execute(text("INSERT INTO bench_meta VALUES ('supporters', :n)"), {"n": n})
+    return time.perf_counter() - started
+
+
+def build_engagement(n: int, events: int) -> float:
+    """Campaigns, messages and events sized for about `events` events; seconds taken."""
+    from sqlalchemy import text
+
+    from crm.extensions import db
+
+    started = time.perf_counter()
+    # Events come from the 60% who open, about (2.8 + 0.5) per message of theirs.
+    share = min(1.0, events / (CAMPAIGNS * n * 0.6 * 3.3))
+    with db.engine.begin() as conn:
+        for statement in ENGAGEMENT:
+            # Parameters for every statement with a % in it: psycopg unescapes %% only then.
+            conn.exec_driver_sql(statement, {"campaigns": CAMPAIGNS, "share": share}
+                                 if "%" in statement else None)
+        conn.execute(text("DELETE FROM bench_meta WHERE key = 'events'"))
+        conn.execute(text("INSERT INTO bench_meta VALUES ('events', :n)"), {"n": events})
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM ANALYZE"))
     return time.perf_counter() - started
 
 
 def the_segment() -> dict:
+    """The issue's five conditions."""
     from crm.extensions import db
     from crm.models import Petition, Tag
 
@@ -100,10 +171,10 @@ def the_segment() -> dict:
         return {"type": "condition", "field": field, "op": op, "value": value}
 
     return {"type": "group", "match": "all", "rules": [
+        cond("petitions", "any_of", {"petition_ids": petitions}),
         cond("email_status", "in", ["subscribed"]),
-        cond("petitions", "any_of", {"petition_ids": petitions, "since_days": 365}),
         cond("postal_code", "starts_with", ["SW1", "N1"]),
-        cond("country", "in", ["GB"]),
+        cond("engagement", "not_opened", {"within_days": 90}),
         cond("tags", "none_of", [tag]),
     ]}
 
@@ -126,53 +197,93 @@ def explain(statement) -> str:
     return "\n".join(row[0] for row in rows)
 
 
-def run() -> list[dict]:
-    from sqlalchemy import func, inspect, select
+def _meta(key: str) -> int | None:
+    from sqlalchemy import inspect, text
+
+    from crm.extensions import db
+
+    if not inspect(db.engine).has_table("bench_meta"):
+        return None
+    return db.session.scalar(text("SELECT value FROM bench_meta WHERE key = :k"), {"k": key})
+
+
+def run(supporters: int | None = None, events: int | None = None, *, rebuild: bool = False,
+        show_plans: bool = False, drop: bool = False) -> list[dict]:
+    from sqlalchemy import func, select
 
     from crm import create_app
     from crm.extensions import db
-    from crm.models import Signature, Supporter
+    from crm.models import EngagementEvent, Message, Signature, Supporter
     from crm.segments import compiler
     from crm.segments.rules import validate
 
     url = os.environ.get("BENCH_SEGMENT_DATABASE_URL", DEFAULT_URL)
     if url.rpartition("/")[2] == "test":
         raise SystemExit("BENCH_SEGMENT_DATABASE_URL must not be the test suite's database `test`")
-    n = int(os.environ.get("BENCH_SEGMENT_SUPPORTERS", 1_000_000))
+    n = supporters or int(os.environ.get("BENCH_SEGMENT_SUPPORTERS", DEFAULT_SUPPORTERS))
+    events = events or int(os.environ.get("BENCH_SEGMENT_EVENTS", DEFAULT_EVENTS))
+    rebuild = rebuild or bool(os.environ.get("BENCH_SEGMENT_REBUILD"))
+    show_plans = show_plans or bool(os.environ.get("BENCH_SEGMENT_EXPLAIN"))
     ensure_database(url)
+    instance = tempfile.TemporaryDirectory(prefix="crm-bench-")
     app = create_app({"CRM_ENV": "testing", "SECRET_KEY": "bench", "DATABASE_URL": url,
-                      "INSTANCE_PATH": tempfile.mkdtemp(prefix="crm-bench-")})
+                      "INSTANCE_PATH": instance.name})
     rows = []
-    with app.app_context():
-        have = None
-        if inspect(db.engine).has_table("segment"):  # schema at least as new as segments
-            have = db.session.scalar(select(func.count()).select_from(Supporter))
-        if have != n or os.environ.get("BENCH_SEGMENT_REBUILD"):
+    try:
+        with app.app_context():
+            if rebuild or _meta("supporters") != n:
+                db.session.remove()
+                seconds = build_schema_and_supporters(n)
+                rows.append({"case": "generate supporters", "value": f"{seconds:.1f}", "unit": "s",
+                             "notes": f"{n:,} supporters, signatures, tags via generate_series"})
+            if rebuild or _meta("events") != events:
+                db.session.remove()
+                seconds = build_engagement(n, events)
+                rows.append({"case": "generate engagement", "value": f"{seconds:.1f}", "unit": "s",
+                             "notes": f"about {events:,} events, then VACUUM ANALYZE"})
+            counts = {model.__tablename__: db.session.scalar(select(func.count()).select_from(model))
+                      for model in (Signature, Message, EngagementEvent)}
+            validated = validate(the_segment())
+            count_s, matched = timed(lambda: compiler.count(validated))
+            sample_s, _ = timed(lambda: compiler.sample(validated, 20))
+            validate_s, _ = timed(lambda: validate(the_segment()))
+            rows += [
+                {"case": "data", "value": f"{n:,}", "unit": "supporters",
+                 "notes": f"{counts['signature']:,} signatures, {counts['message']:,} messages, "
+                          f"{counts['engagement_event']:,} engagement events"},
+                {"case": "five-condition count", "value": f"{count_s * 1000:.0f}", "unit": "ms",
+                 "notes": f"{matched:,} match; target 500 ms"},
+                {"case": "five-condition sample of 20", "value": f"{sample_s * 1000:.0f}", "unit": "ms",
+                 "notes": "newest first; target 100 ms"},
+                {"case": "validate (3 lookups)", "value": f"{validate_s * 1000:.1f}", "unit": "ms", "notes": ""},
+            ]
+            if show_plans:
+                print(explain(select(func.count()).select_from(Supporter.__table__)
+                              .where(compiler.segment_condition(validated))))
+                print(explain(select(Supporter.id).where(compiler.segment_condition(validated))
+                              .order_by(Supporter.created_at.desc(), Supporter.id.desc()).limit(20)))
             db.session.remove()
-            seconds = build(n)
-            rows.append({"case": "generate", "value": f"{seconds:.1f}", "unit": "s",
-                         "notes": f"{n:,} supporters via generate_series, then ANALYZE"})
-        signatures = db.session.scalar(select(func.count()).select_from(Signature))
-        validated = validate(the_segment())
-        count_s, matched = timed(lambda: compiler.count(validated))
-        sample_s, _ = timed(lambda: compiler.sample(validated, 20))
-        validate_s, _ = timed(lambda: validate(the_segment()))
-        notes = f"{n:,} supporters, {signatures:,} signatures; {matched:,} match"
-        rows += [
-            {"case": "five-condition count", "value": f"{count_s * 1000:.0f}", "unit": "ms", "notes": notes},
-            {"case": "five-condition sample of 20", "value": f"{sample_s * 1000:.0f}", "unit": "ms",
-             "notes": "newest first"},
-            {"case": "validate (3 lookups)", "value": f"{validate_s * 1000:.1f}", "unit": "ms", "notes": ""},
-        ]
-        if os.environ.get("BENCH_SEGMENT_EXPLAIN"):
-            print(explain(select(func.count()).select_from(Supporter.__table__)
-                          .where(compiler.segment_condition(validated))))
-            print(explain(select(Supporter.id).where(compiler.segment_condition(validated))
-                          .order_by(Supporter.created_at.desc(), Supporter.id.desc()).limit(20)))
+            db.engine.dispose()
+    finally:
+        instance.cleanup()
+        if drop:
+            drop_database(url)
     return rows
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> None:
     from bench.__main__ import print_table
 
-    print_table([{"benchmark": "segments", **row} for row in run()])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--supporters", type=int, help=f"default {DEFAULT_SUPPORTERS:,}")
+    parser.add_argument("--events", type=int, help=f"engagement events, default {DEFAULT_EVENTS:,}")
+    parser.add_argument("--rebuild", action="store_true", help="regenerate even if the sizes match")
+    parser.add_argument("--explain", action="store_true", help="print EXPLAIN (ANALYZE, BUFFERS)")
+    parser.add_argument("--drop", action="store_true", help="drop the bench database afterwards")
+    args = parser.parse_args(argv)
+    print_table([{"benchmark": "segments", **row} for row in run(
+        args.supporters, args.events, rebuild=args.rebuild, show_plans=args.explain, drop=args.drop)])
+
+
+if __name__ == "__main__":
+    main()

@@ -11,12 +11,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from crm.extensions import db
-from crm.models import AuditLog, Segment, Tag, supporter_tag, utcnow
-from crm.segments import compiler
-from crm.segments.rules import ENGAGEMENT_UNAVAILABLE, RuleError, validate
+from crm.models import AuditLog, Campaign, EngagementEvent, Segment, Tag, supporter_tag, utcnow
+from crm.segments import compiler, service
+from crm.segments.rules import RuleError, referenced_campaign_ids, referenced_segment_ids, validate
 from crm.segments.summary import summarise
 from tests import factories
-from tests.factories import make_petition, make_signature, make_supporter
+from tests.factories import make_campaign, make_message, make_petition, make_signature, make_supporter
 
 
 def group(*rules, match="all"):
@@ -41,6 +41,18 @@ def make_tag(name: str) -> Tag:
 def tag_supporter(supporter, *tags) -> None:
     db.session.execute(supporter_tag.insert(), [{"supporter_id": supporter.id, "tag_id": t.id} for t in tags])
     db.session.commit()
+
+
+def days_ago(n: float):
+    return utcnow() - timedelta(days=n)
+
+
+def engage(message, kind: str, when=None) -> EngagementEvent:
+    event = EngagementEvent(message_id=message.id, supporter_id=message.supporter_id,
+                            campaign_id=message.campaign_id, kind=kind, created_at=when or utcnow())
+    db.session.add(event)
+    db.session.commit()
+    return event
 
 
 def make_segment(name: str, rules) -> Segment:
@@ -103,14 +115,172 @@ def test_depth_and_size_limits(app):
     assert info.value.path == "rules[50]"
 
 
-def test_engagement_conditions_are_shaped_but_not_yet_available(app):
-    """Engagement conditions are checked for shape, then refused until campaigns are sent."""
+@pytest.mark.parametrize("op, value, words", [
+    ("opened", {"within_days": "soon"}, "within_days must be a whole number"),
+    ("received", {"within_days": 0}, "within_days must be a whole number"),
+    ("received", {"campaign_id": "spring"}, "'spring' is not a campaign id"),
+    ("received_at_least", {"count": 0, "within_days": 30}, "count must be a whole number from 1"),
+    ("received_at_most", {"within_days": 30}, "count must be a whole number from 0"),
+    ("clicked", 30, "value must be an object"),
+    ("bounced", {}, "engagement does not support 'bounced'"),
+])
+def test_engagement_conditions_are_validated(app, op, value, words):
+    """Engagement values are checked for shape with the path of the condition at fault."""
     with pytest.raises(RuleError) as info:
-        validate(group(cond("engagement", "opened", {"within_days": "soon"})))
-    assert "within_days" in info.value.message
+        validate(group(cond("country", "in", ["GB"]), cond("engagement", op, value)))
+    assert info.value.path == "rules[1]"
+    assert words in info.value.message
+
+
+def test_missing_campaign_is_reported_with_its_path(app):
+    """A campaign id that does not exist is refused naming the condition, like a petition."""
+    tree = group(group(cond("engagement", "opened", {"campaign_id": 4242, "within_days": 30}), match="none"))
     with pytest.raises(RuleError) as info:
-        validate(group(cond("engagement", "received_at_least", {"count": 3, "within_days": 30})))
-    assert info.value.message == ENGAGEMENT_UNAVAILABLE
+        validate(tree)
+    assert str(info.value) == "rules[0].rules[0]: campaign 4242 does not exist"
+
+
+def test_engagement_values_are_normalised(app):
+    """Ids and days given as text become ints; options that do not apply are dropped."""
+    spring = make_campaign(name="Spring update", status="sent")
+    tree = validate(group(cond("engagement", "received", {"campaign_id": str(spring.id), "within_days": "7"}),
+                          cond("engagement", "never_opened", {"within_days": 5}),
+                          cond("engagement", "received_at_most", {"count": "2", "campaign_id": spring.id})))
+    assert [c["value"] for c in tree.tree["rules"]] == [
+        {"campaign_id": spring.id, "within_days": 7}, {}, {"count": 2}]
+    assert tree.campaigns == {spring.id: "Spring update"}
+
+
+def test_referenced_ids_are_found_in_unvalidated_trees():
+    """Segment and campaign ids are collected from any depth, ignoring junk."""
+    tree = group(cond("segment", "member", "4"), group(cond("engagement", "opened", {"campaign_id": 9}),
+                                                       cond("engagement", "received", {}),
+                                                       cond("engagement", "never_opened", "junk"), "junk"))
+    assert referenced_segment_ids(tree) == {4}
+    assert referenced_campaign_ids(tree) == {9}
+
+
+# -- Each condition kind ----------------------------------------------------------------------
+@pytest.fixture
+def mailed(app):
+    """Supporters with a spread of messages: recent, old, only queued, bounced, never mailed."""
+    spring, autumn = make_campaign(name="Spring", status="sent"), make_campaign(name="Autumn", status="sent")
+    recent, old, queued, bounced, never = (make_supporter() for _ in range(5))
+    make_message(spring, recent, sent_at=days_ago(40))
+    make_message(autumn, recent, sent_at=days_ago(3))
+    make_message(spring, old, sent_at=days_ago(40))
+    make_message(autumn, queued, status="queued")
+    make_message(autumn, bounced, status="bounced", sent_at=days_ago(3))
+    return {"spring": spring.id, "autumn": autumn.id, "recent": recent.id, "old": old.id,
+            "queued": queued.id, "bounced": bounced.id, "never": never.id}
+
+
+def test_received_and_not_received(mailed):
+    """Received means a message with status sent; any or one campaign, ever or within N days."""
+    m = mailed
+    everyone = {m[k] for k in ("recent", "old", "queued", "bounced", "never")}
+    assert ids(group(cond("engagement", "received", {}))) == {m["recent"], m["old"]}
+    assert ids(group(cond("engagement", "received", {"within_days": 14}))) == {m["recent"]}
+    assert ids(group(cond("engagement", "received", {"campaign_id": m["spring"]}))) == {m["recent"], m["old"]}
+    assert ids(group(cond("engagement", "received", {"campaign_id": m["autumn"]}))) == {m["recent"]}
+    assert ids(group(cond("engagement", "received", {"campaign_id": m["spring"], "within_days": 14}))) == set()
+    # "Not emailed in the last 14 days": the exact complement, including people never mailed.
+    assert ids(group(cond("engagement", "not_received", {"within_days": 14}))) == everyone - {m["recent"]}
+    assert ids(group(cond("engagement", "not_received", {}))) == {m["queued"], m["bounced"], m["never"]}
+    assert ids(group(cond("engagement", "received", {"within_days": 14}), match="none")) == (
+        everyone - {m["recent"]})
+
+
+def test_received_at_least_and_at_most(mailed):
+    """Correlated counts of sent messages; at most keeps the never-mailed (count 0)."""
+    m = mailed
+    assert ids(group(cond("engagement", "received_at_least", {"count": 2}))) == {m["recent"]}
+    assert ids(group(cond("engagement", "received_at_least", {"count": 1}))) == {m["recent"], m["old"]}
+    assert ids(group(cond("engagement", "received_at_least", {"count": 1, "within_days": 30}))) == {m["recent"]}
+    assert ids(group(cond("engagement", "received_at_most", {"count": 1}))) == {
+        m["old"], m["queued"], m["bounced"], m["never"]}
+    assert ids(group(cond("engagement", "received_at_most", {"count": 0, "within_days": 30}))) == {
+        m["old"], m["queued"], m["bounced"], m["never"]}
+    assert compiler.count(group(cond("engagement", "received_at_least", {"count": 3}))) == 0
+
+
+def test_opened_clicked_and_never_opened(app):
+    """Engagement events of kind open / click, any campaign or one, ever or within N days."""
+    spring, autumn = make_campaign(name="Spring", status="sent"), make_campaign(name="Autumn", status="sent")
+    fresh, stale, clicker, silent, unmailed = (make_supporter() for _ in range(5))
+    engage(make_message(spring, fresh, sent_at=days_ago(10)), "open", days_ago(9))
+    engage(make_message(autumn, stale, sent_at=days_ago(200)), "open", days_ago(199))
+    clicked = make_message(autumn, clicker, sent_at=days_ago(5))
+    engage(clicked, "click", days_ago(4))
+    engage(clicked, "unsubscribe", days_ago(4))
+    make_message(spring, silent, sent_at=days_ago(5))
+    assert ids(group(cond("engagement", "opened", {}))) == {fresh.id, stale.id}
+    assert ids(group(cond("engagement", "opened", {"within_days": 90}))) == {fresh.id}
+    assert ids(group(cond("engagement", "opened", {"campaign_id": autumn.id}))) == {stale.id}
+    assert ids(group(cond("engagement", "not_opened", {"within_days": 90}))) == {
+        stale.id, clicker.id, silent.id, unmailed.id}
+    assert ids(group(cond("engagement", "never_opened", {}))) == {clicker.id, silent.id, unmailed.id}
+    assert ids(group(cond("engagement", "clicked", {"within_days": 30}))) == {clicker.id}
+    assert ids(group(cond("engagement", "clicked", {"campaign_id": spring.id}))) == set()
+    assert ids(group(cond("engagement", "not_clicked", {"campaign_id": autumn.id}))) == {
+        fresh.id, stale.id, silent.id, unmailed.id}
+
+
+def test_engagement_compiles_to_bound_exists_and_count_subqueries(app):
+    """Engagement conditions are EXISTS / NOT EXISTS / correlated COUNT with bound values."""
+    spring = make_campaign(status="sent")
+    tree = group(cond("engagement", "not_received", {"within_days": 14}),
+                 cond("engagement", "opened", {"campaign_id": spring.id}),
+                 cond("engagement", "received_at_most", {"count": 737, "within_days": 30}))
+    compiled = compiler.segment_query(tree).compile(dialect=db.engine.dialect)
+    sql = str(compiled)
+    assert "NOT (EXISTS (SELECT" in sql and "FROM engagement_event" in sql
+    assert "(SELECT count(*) AS count_1" in sql and "FROM message" in sql
+    assert "737" not in sql and "'sent'" not in sql and "'open'" not in sql
+    assert {737, spring.id, "sent", "open"} <= set(compiled.params.values())
+
+
+def test_engagement_summary_sentences(app):
+    """Engagement conditions read as plain phrases, negated ones included."""
+    spring = make_campaign(name="Spring update", status="sent")
+
+    def say(op, value):
+        return summarise(group(cond("engagement", op, value)))
+
+    assert say("not_received", {"within_days": 14}) == "Supporters who have not been emailed in the last 14 days"
+    assert say("received", {"within_days": 30}) == "Supporters who were emailed in the last 30 days"
+    assert say("received", {}) == "Supporters who have been emailed"
+    assert say("not_received", {}) == "Supporters who have never been emailed"
+    assert say("received", {"campaign_id": spring.id}) == "Supporters who received “Spring update”"
+    assert say("not_opened", {"campaign_id": spring.id}) == "Supporters who did not open “Spring update”"
+    assert say("clicked", {"campaign_id": spring.id, "within_days": 7}) == (
+        "Supporters who clicked a link in “Spring update” in the last 7 days")
+    assert say("opened", {"within_days": 90}) == "Supporters who opened a campaign email in the last 90 days"
+    assert say("not_opened", {"within_days": 90}) == (
+        "Supporters who have not opened a campaign email in the last 90 days")
+    assert say("never_opened", {}) == "Supporters who have never opened a campaign email"
+    assert say("not_clicked", {}) == "Supporters who have never clicked a link in a campaign email"
+    assert say("received_at_least", {"count": 3, "within_days": 30}) == (
+        "Supporters who were emailed at least 3 times in the last 30 days")
+    assert say("received_at_most", {"count": 1, "within_days": 7}) == (
+        "Supporters who were emailed at most once in the last 7 days")
+    assert say("received_at_most", {"count": 0, "within_days": 7}) == (
+        "Supporters who have not been emailed in the last 7 days")
+
+
+def test_issue_segment_reads_as_one_sentence(app):
+    """The issue's example: petitions, subscribed, postal codes, not emailed, never opened."""
+    asylum = make_petition(title="Asylum")
+    detention = make_petition(title="Detention")
+    tree = group(cond("petitions", "any_of", {"petition_ids": [asylum.id, detention.id]}),
+                 cond("email_status", "in", ["subscribed"]),
+                 cond("postal_code", "starts_with", ["SW1", "N1"]),
+                 cond("engagement", "not_received", {"within_days": 14}),
+                 cond("engagement", "not_opened", {"within_days": 90}))
+    assert summarise(tree) == (
+        "Subscribed supporters who signed any of “Asylum”, “Detention” and have postal code starting "
+        "with SW1 or N1 and have not been emailed in the last 14 days and have not opened a campaign "
+        "email in the last 90 days")
 
 
 # -- Each condition kind ----------------------------------------------------------------------
@@ -314,6 +484,38 @@ def test_delete_refused_while_another_segment_refers_to_it(client_as):
     assert db.session.get(Segment, base.id) is not None
 
 
+@pytest.mark.parametrize("status", ["scheduled", "sending", "paused"])
+def test_delete_refused_while_an_active_campaign_uses_it(client_as, status):
+    """A segment a scheduled, sending or paused campaign targets is in use and cannot be deleted."""
+    client = client_as("organizer")
+    segment = make_segment("Target", group())
+    campaign = make_campaign(segment=segment, status=status)
+    assert service.segment_in_use(segment)
+    response = client.post(f"/segments/{segment.id}/delete", follow_redirects=True)
+    assert "A scheduled, sending or paused campaign uses this segment." in response.text
+    assert db.session.get(Segment, segment.id) is not None
+    db.session.expire_all()
+    assert db.session.get(Campaign, campaign.id).segment_id == segment.id
+
+
+def test_delete_detaches_drafts_and_finished_campaigns(client_as):
+    """Drafts and sent campaigns do not hold a segment: delete clears their link and says so."""
+    client = client_as("organizer")
+    segment = make_segment("Old list", group())
+    other = make_segment("Other", group())
+    draft = make_campaign(segment=segment, status="draft")
+    sent = make_campaign(segment=segment, status="sent")
+    elsewhere = make_campaign(segment=other, status="scheduled")
+    assert not service.segment_in_use(segment)
+    response = client.post(f"/segments/{segment.id}/delete", follow_redirects=True)
+    assert "Deleted “Old list”. 1 draft campaign no longer has a segment" in response.text
+    db.session.expire_all()
+    assert db.session.get(Segment, segment.id) is None
+    assert db.session.get(Campaign, draft.id).segment_id is None
+    assert db.session.get(Campaign, sent.id).segment_id is None
+    assert db.session.get(Campaign, elsewhere.id).segment_id == other.id
+
+
 def test_builder_pages_render(client_as):
     """The builder page carries the petitions and tags as JSON and the rules textarea."""
     client = client_as("organizer")
@@ -322,6 +524,10 @@ def test_builder_pages_render(client_as):
     assert response.status_code == 200
     assert 'id="rules"' in response.text and "segments.js" in response.text
     assert "</script> the bees" not in response.text  # JSON data escaped inside <script>
+    make_campaign(name="Spring <update>", status="sent")
+    make_campaign(name="Unsent draft", status="draft")
+    page = client.get("/segments/new").text
+    assert "Spring \\u003cupdate\\u003e" in page and "Unsent draft" not in page
     segment = make_segment("Everyone", group())
     assert client.get(f"/segments/{segment.id}/edit").status_code == 200
     assert client.get(f"/segments/{segment.id}").status_code == 200

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from crm.extensions import db
-from crm.models import AuditLog, ConsentEvent, Signature, Supporter, Suppression, Tag
+from crm.models import AuditLog, ConsentEvent, Message, Segment, Signature, Supporter, Suppression, Tag, utcnow
 from crm.supporters import service
 from crm.supporters.service import SupporterFilter
 from crm.supporters.suppression import email_hash
@@ -326,3 +326,110 @@ def test_organizer_cannot_erase(people, client_as):
     """Erasure is admin-only."""
     assert client_as("organizer").post(f"/supporters/{people['ana']}/erase",
                                        data={"confirm": "ERASE"}).status_code == 403
+
+
+def make_segment(name: str, *rules, match: str = "all") -> Segment:
+    segment = Segment(name=name, rules={"type": "group", "match": match, "rules": list(rules)})
+    db.session.add(segment)
+    db.session.commit()
+    return segment
+
+
+def country_rule(*codes: str) -> dict:
+    return {"type": "condition", "field": "country", "op": "in", "value": list(codes)}
+
+
+def test_segment_filter_narrows_the_list_and_combines(people, client_as):
+    """?segment=<id> applies the saved segment's compiled rules, ANDed with the other filters."""
+    p = people
+    british = make_segment("British", country_rule("GB"))
+    assert ids(SupporterFilter(segment=british.id)) == {p["ben"], p["cy"]}
+    assert ids(SupporterFilter(segment=british.id, q="silva")) == {p["cy"]}
+    assert SupporterFilter.from_args({"segment": str(british.id)}).as_args() == {"segment": str(british.id)}
+    page = client_as("analyst").get(f"/supporters/?segment={british.id}").text
+    assert "<strong>2</strong> supporters match" in page
+    assert re.search(rf'<option value="{british.id}" selected>British</option>', page)
+    assert f"/supporters/export?format=csv&amp;segment={british.id}" in page
+    assert "ana@example.net" not in page and "ben@example.org" in page
+
+
+def test_segment_filter_with_engagement_rule(people, client_as):
+    """A segment built on engagement ("not emailed in 14 days") filters the list too."""
+    p = people
+    campaign = factories.make_campaign(status="sent")
+    factories.make_message(campaign, db.session.get(Supporter, p["ana"]), sent_at=utcnow() - timedelta(days=2))
+    quiet = make_segment("Quiet", {"type": "condition", "field": "engagement", "op": "not_received",
+                                   "value": {"within_days": 14}})
+    assert ids(SupporterFilter(segment=quiet.id)) == {p["ben"], p["cy"]}
+
+
+def test_stale_or_missing_segment_matches_no_one_and_says_why(people, client_as):
+    """A deleted segment, or one whose rules no longer hold, shows an error and lists no one."""
+    client = client_as("analyst")
+    broken = make_segment("Broken", {"type": "condition", "field": "tags", "op": "any_of", "value": [98765]})
+    assert ids(SupporterFilter(segment=broken.id)) == set()
+    page = client.get(f"/supporters/?segment={broken.id}").text
+    assert "needs fixing" in page and "tag 98765 does not exist" in page and "No supporters match" in page
+    assert "Export CSV" not in page
+    gone = client.get("/supporters/?segment=424242").text
+    assert "That segment no longer exists." in gone
+    refused = client.get(f"/supporters/export?format=csv&segment={broken.id}", follow_redirects=True)
+    assert "Nothing exported." in refused.text and refused.mimetype == "text/html"
+    assert db.session.scalar(db.select(AuditLog).where(AuditLog.action == "supporters.export")) is None
+    tagged = client_as("organizer").post("/supporters/bulk-tag", data={"segment": str(broken.id), "tag": "x"},
+                                         follow_redirects=True)
+    assert "Nothing tagged." in tagged.text
+
+
+def test_profile_lists_messages_newest_first_with_engagement(people, client_as, app):
+    """Messages show campaign, status and sent/opened/clicked times, newest first; the campaign
+    links to its page only when campaigns.show exists."""
+    ana = db.session.get(Supporter, people["ana"])
+    spring = factories.make_campaign(name="Spring <update>", status="sent")
+    summer = factories.make_campaign(name="Summer update", status="sending")
+    base = datetime(2026, 4, 1, 9, 30, tzinfo=UTC)
+    factories.make_message(spring, ana, created_at=base, sent_at=base,
+                           opened_at=base + timedelta(hours=2), clicked_at=base + timedelta(hours=3))
+    factories.make_message(summer, ana, status="queued", created_at=base + timedelta(days=60))
+    factories.make_message(spring, db.session.get(Supporter, people["ben"]), created_at=base)  # someone else's
+    client = client_as("analyst")
+    page = client.get(f"/supporters/{ana.id}").text
+    section = page.split("<h2>Messages</h2>", 1)[1].split("<h2>", 1)[0]
+    assert section.index("Summer update") < section.index("Spring &lt;update&gt;")
+    assert "2026-04-01 09:30 UTC" in section and "2026-04-01 11:30 UTC" in section
+    assert "2026-04-01 12:30 UTC" in section
+    assert 'badge-queued">queued' in section and 'badge-sent">sent' in section
+    assert section.count("<tr>") == 3  # header + two messages
+    if "campaigns.show" in app.view_functions:
+        assert f'href="/campaigns/{spring.id}"' in section
+    app.view_functions.pop("campaigns.show", None)
+    plain = client.get(f"/supporters/{ana.id}").text.split("<h2>Messages</h2>", 1)[1].split("<h2>", 1)[0]
+    assert "<a href" not in plain and "Summer update" in plain
+
+
+def test_profile_shows_only_the_latest_messages(people, client_as, monkeypatch):
+    """The Messages section is bounded (latest MESSAGES_SHOWN) and says so."""
+    monkeypatch.setattr(service, "MESSAGES_SHOWN", 2)
+    ana = db.session.get(Supporter, people["ana"])
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    for n in range(3):
+        factories.make_message(factories.make_campaign(name=f"Update {n}", status="sent"), ana,
+                               created_at=base + timedelta(days=n), sent_at=base + timedelta(days=n))
+    page = client_as("analyst").get(f"/supporters/{ana.id}").text
+    assert "The latest 2 messages." in page
+    assert "Update 2" in page and "Update 1" in page and "Update 0" not in page
+
+
+def test_erase_wipes_message_addresses_but_keeps_the_rows(people, client_as):
+    """Erasure empties message.email (and SMTP error text) for that supporter only; rows stay."""
+    ana, ben = db.session.get(Supporter, people["ana"]), db.session.get(Supporter, people["ben"])
+    campaign = factories.make_campaign(status="sent")
+    factories.make_message(campaign, ana, sent_at=utcnow(), error="")
+    factories.make_message(factories.make_campaign(status="sent"), ana, status="bounced",
+                           error="550 5.1.1 <ana@example.net>: no such user")
+    factories.make_message(campaign, ben, sent_at=utcnow())
+    service.erase_supporter(ana, factories.make_staff("admin").id)
+    rows = db.session.execute(db.select(Message.supporter_id, Message.email, Message.error, Message.status)
+                              .order_by(Message.id)).all()
+    assert [tuple(r) for r in rows] == [(people["ana"], None, "", "sent"), (people["ana"], None, "", "bounced"),
+                                        (people["ben"], "ben@example.org", "", "sent")]

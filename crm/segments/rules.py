@@ -29,20 +29,23 @@ A condition::
     custom_field    equals | contains               {"key": "branch", "value": "Leeds"}
     engagement      see below                       see below
 
-Engagement conditions (shape fixed now; they compile once the message tables exist)::
+Engagement conditions read the send log (message) and what recipients did (engagement_event)::
 
-    {"field": "engagement", "op": "received_campaign", "value": {"campaign_id": 7}}
-    {"field": "engagement", "op": "received_any",      "value": {"within_days": 30}}
-    {"field": "engagement", "op": "opened",            "value": {"within_days": 30}}
-    {"field": "engagement", "op": "clicked",           "value": {"within_days": 30}}
-    {"field": "engagement", "op": "never_opened",      "value": {}}
-    {"field": "engagement", "op": "received_at_least", "value": {"count": 3, "within_days": 30}}
-    {"field": "engagement", "op": "received_at_most",  "value": {"count": 3, "within_days": 30}}
+    op                                   value
+    received | not_received              {"campaign_id": 7, "within_days": 30}   both optional
+    opened | not_opened                  {"campaign_id": 7, "within_days": 90}   both optional
+    clicked | not_clicked                {"campaign_id": 7, "within_days": 90}   both optional
+    never_opened                         {}
+    received_at_least | received_at_most {"count": 3, "within_days": 30}         days optional
 
-Each is validated for shape, then refused with ENGAGEMENT_UNAVAILABLE until campaigns exist.
+"Received" means a message with status `sent` (the server accepted it), dated by sent_at;
+"opened" / "clicked" mean an engagement event of kind open / click, dated by its created_at.
+Without campaign_id any campaign counts; without within_days any time counts. The not_* ops
+are the exact negations ("have not been emailed in the last 14 days"), never_opened is
+not_opened with neither option, and received_at_most counts people never mailed as 0.
 
 `validate(tree)` returns a ValidatedRules: a normalised copy of the tree (ints for ids,
-upper-case codes, ISO dates) plus the names of every petition, tag and segment it mentions
+upper-case codes, ISO dates) plus the names of every petition, tag, campaign and segment it mentions
 (looked up with one query per kind), with referenced segments validated recursively. Any
 problem raises RuleError with the path of the offending node, e.g.
 "rules[1].rules[0]: petition 42 does not exist".
@@ -56,7 +59,7 @@ from datetime import date
 from typing import Any
 
 from crm.extensions import db
-from crm.models import EMAIL_STATUSES, Petition, Segment, Tag
+from crm.models import EMAIL_STATUSES, Campaign, Petition, Segment, Tag
 
 MAX_DEPTH = 5
 MAX_CONDITIONS = 50
@@ -64,7 +67,7 @@ MAX_LIST = 500  # ids or codes in one condition
 MAX_DAYS = 36500
 MATCHES = ("all", "any", "none")
 SOURCES = ("petition", "import", "api")
-ENGAGEMENT_UNAVAILABLE = "Engagement conditions become available once campaigns are sent"
+MAX_COUNT = 10**6  # messages in one received_at_least / received_at_most condition
 # Custom-field keys become part of a JSON path on SQLite ('$."key"'), so quotes and
 # backslashes are refused; the key itself is always a bound parameter.
 CUSTOM_KEY = re.compile(r"^[^\"\\\x00-\x1f]{1,64}$")
@@ -80,8 +83,8 @@ FIELD_OPS: dict[str, tuple[str, ...]] = {
     "source": ("starts_with",),
     "segment": ("member", "not_member"),
     "custom_field": ("equals", "contains"),
-    "engagement": ("received_campaign", "received_any", "opened", "clicked", "never_opened",
-                   "received_at_least", "received_at_most"),
+    "engagement": ("received", "not_received", "opened", "not_opened", "clicked", "not_clicked",
+                   "never_opened", "received_at_least", "received_at_most"),
 }
 
 EMPTY_TREE: dict[str, Any] = {"type": "group", "match": "all", "rules": []}
@@ -103,6 +106,7 @@ class ValidatedRules:
     tree: dict[str, Any]
     petitions: dict[int, str] = field(default_factory=dict)
     tags: dict[int, str] = field(default_factory=dict)
+    campaigns: dict[int, str] = field(default_factory=dict)
     # Referenced segments: id -> (name, their own ValidatedRules), compiled inline.
     segments: dict[int, tuple[str, ValidatedRules]] = field(default_factory=dict)
 
@@ -114,11 +118,12 @@ def validate(tree: Any, *, segment_id: int | None = None,
     `segment_id` is the segment being edited, so a rule that refers back to it is a cycle.
     """
     counter = {"conditions": 0}
-    refs: dict[str, dict[int, str]] = {"petitions": {}, "tags": {}, "segments": {}}
+    refs: dict[str, dict[int, str]] = {"petitions": {}, "tags": {}, "campaigns": {}, "segments": {}}
     normalised = _group(tree, "", 1, counter, refs)
     result = ValidatedRules(normalised)
     result.petitions = _existing(Petition, Petition.title, refs["petitions"])
     result.tags = _existing(Tag, Tag.name, refs["tags"])
+    result.campaigns = _existing(Campaign, Campaign.name, refs["campaigns"])
     chain = _chain or (((segment_id, ""),) if segment_id is not None else ())
     if refs["segments"]:
         rows = db.session.execute(
@@ -306,36 +311,56 @@ def _condition(node: dict, path: str, refs: dict) -> dict[str, Any]:
             raise RuleError(path, "give the text to compare (up to 500 characters)")
         out = {"key": key.strip(), "value": text}
     else:
-        _engagement(op, value, path)
-        raise RuleError(path, ENGAGEMENT_UNAVAILABLE)
+        out = _engagement(op, value, path)
+        if "campaign_id" in out:
+            refs["campaigns"].setdefault(out["campaign_id"], path)
     return {"type": "condition", "field": name, "op": op, "value": out}
 
 
-def _engagement(op: str, value: Any, path: str) -> None:
-    """Check an engagement condition's shape (see the module docstring)."""
+def _engagement(op: str, value: Any, path: str) -> dict[str, int]:
+    """Check an engagement condition's shape (see the module docstring) and normalise it."""
     if not isinstance(value, dict):
-        raise RuleError(path, "value must be an object")
-    if op == "received_campaign":
-        if _int(value.get("campaign_id")) is None:
-            raise RuleError(path, "choose a campaign")
-        return
+        raise RuleError(path, "value must be an object, e.g. {\"within_days\": 30}")
+    out: dict[str, int] = {}
     if op == "never_opened":
-        return
-    if _int(value.get("within_days"), 1, MAX_DAYS) is None:
-        raise RuleError(path, f"within_days must be a whole number from 1 to {MAX_DAYS}")
-    if op in ("received_at_least", "received_at_most") and _int(value.get("count"), 0, 10**6) is None:
-        raise RuleError(path, "count must be a whole number")
+        return out
+    if op in ("received_at_least", "received_at_most"):
+        low = 1 if op == "received_at_least" else 0
+        count = _int(value.get("count"), low, MAX_COUNT)
+        if count is None:
+            raise RuleError(path, f"count must be a whole number from {low} to {MAX_COUNT}")
+        out["count"] = count
+    elif value.get("campaign_id") not in (None, ""):
+        campaign_id = _int(value.get("campaign_id"))
+        if campaign_id is None:
+            raise RuleError(path, f"{value.get('campaign_id')!r} is not a campaign id")
+        out["campaign_id"] = campaign_id
+    if value.get("within_days") not in (None, ""):
+        days = _int(value.get("within_days"), 1, MAX_DAYS)
+        if days is None:
+            raise RuleError(path, f"within_days must be a whole number from 1 to {MAX_DAYS}")
+        out["within_days"] = days
+    return out
 
 
 def referenced_segment_ids(tree: Any) -> set[int]:
     """Segment ids a (possibly unvalidated) tree mentions; used to refuse deleting them."""
+    return _referenced(tree, "segment", lambda value: value)
+
+
+def referenced_campaign_ids(tree: Any) -> set[int]:
+    """Campaign ids a (possibly unvalidated) tree's engagement conditions mention."""
+    return _referenced(tree, "engagement", lambda value: value.get("campaign_id") if isinstance(value, dict) else None)
+
+
+def _referenced(tree: Any, field_name: str, pick) -> set[int]:
     found: set[int] = set()
     stack = [tree]
     while stack:
         node = stack.pop()
         if isinstance(node, dict):
-            if node.get("field") == "segment":
-                ident = _int(node.get("value"))
+            if node.get("field") == field_name:
+                ident = _int(pick(node.get("value")))
                 if ident is not None:
                     found.add(ident)
             stack.extend(node.get("rules", []) if isinstance(node.get("rules"), list) else [])

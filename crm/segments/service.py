@@ -7,11 +7,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import exists, func, update
 from sqlalchemy.exc import IntegrityError
 
 from crm import audit
 from crm.extensions import db
-from crm.models import Petition, Segment, Supporter, Tag, supporter_tag
+from crm.models import Campaign, Petition, Segment, Supporter, Tag, supporter_tag
 from crm.segments import compiler
 from crm.segments.rules import EMPTY_TREE, RuleError, ValidatedRules, referenced_segment_ids, validate
 from crm.segments.summary import summarise
@@ -136,27 +137,48 @@ def duplicate_segment(segment: Segment, actor_id: int | None) -> Segment:
     return copy
 
 
+# A campaign in one of these states will still read its segment (the snapshot has not run, or
+# resuming it re-checks the segment), so the segment must stay.
+ACTIVE_CAMPAIGN_STATUSES = ("scheduled", "sending", "paused")
+
+
 def segment_in_use(segment: Segment) -> bool:
-    """Whether a scheduled or sending campaign targets this segment.
+    """Whether a scheduled, sending or paused campaign targets this segment."""
+    # One EXISTS over campaign, served by ix_campaign_segment_id.
+    return bool(db.session.scalar(db.select(exists().where(
+        Campaign.segment_id == segment.id, Campaign.status.in_(ACTIVE_CAMPAIGN_STATUSES)))))
 
-    Hook for the campaigns feature: until campaigns exist no segment is in use. When they do,
-    answer with one EXISTS over campaign WHERE segment_id = :id AND status IN
-    ('scheduled', 'sending'), and delete_segment refuses while it is true.
+
+IN_USE = "A scheduled, sending or paused campaign uses this segment."
+
+
+def delete_segment(segment: Segment) -> int:
+    """Delete a segment unless an active campaign uses it or another segment refers to it.
+
+    Other campaigns that named it (drafts, and finished ones for the record) lose their segment:
+    a draft then asks for one again before it can be sent. Returns how many drafts that was.
     """
-    return False
-
-
-def delete_segment(segment: Segment) -> None:
-    """Delete a segment unless a campaign uses it or another segment refers to it."""
     if segment_in_use(segment):
-        raise SegmentInvalid({"segment": "A scheduled or sending campaign uses this segment."})
+        raise SegmentInvalid({"segment": IN_USE})
     users = [other.name for other in db.session.scalars(db.select(Segment).where(Segment.id != segment.id))
              if segment.id in referenced_segment_ids(other.rules)]
     if users:
         raise SegmentInvalid({"segment": "Other segments refer to this one: "
                               + ", ".join(f"“{n}”" for n in sorted(users))})
+    drafts = db.session.scalar(db.select(func.count()).select_from(Campaign).where(
+        Campaign.segment_id == segment.id, Campaign.status == "draft")) or 0
+    # The status test repeats inside the UPDATE: a campaign scheduled since the check above keeps
+    # its segment, so the DELETE then fails on the foreign key and nothing changes.
+    db.session.execute(update(Campaign).where(
+        Campaign.segment_id == segment.id, Campaign.status.not_in(ACTIVE_CAMPAIGN_STATUSES))
+        .values(segment_id=None).execution_options(synchronize_session=False))
     db.session.delete(segment)
-    db.session.commit()
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        raise SegmentInvalid({"segment": IN_USE}) from None
+    return drafts
 
 
 def export_rows(validated: ValidatedRules) -> Iterator[list]:
@@ -184,12 +206,18 @@ def record_export(segment: Segment, fmt: str, rows: int) -> None:
 
 
 def builder_data(exclude_segment_id: int | None = None) -> dict[str, Any]:
-    """What the builder's selects offer: petitions, tags and other segments (id + label)."""
+    """What the builder's selects offer: petitions, tags, campaigns and other segments (id + label).
+
+    Campaigns are those past draft (a draft has sent nothing), newest first.
+    """
     petitions = db.session.execute(db.select(Petition.id, Petition.title).order_by(Petition.title)).all()
     tags = db.session.execute(db.select(Tag.id, Tag.name).order_by(Tag.name)).all()
     segments = db.session.execute(db.select(Segment.id, Segment.name).order_by(Segment.name)).all()
+    campaigns = db.session.execute(db.select(Campaign.id, Campaign.name).where(Campaign.status != "draft")
+                                   .order_by(Campaign.created_at.desc(), Campaign.id.desc())).all()
     return {
         "petitions": [{"id": i, "label": t} for i, t in petitions],
         "tags": [{"id": i, "label": t} for i, t in tags],
+        "campaigns": [{"id": i, "label": t} for i, t in campaigns],
         "segments": [{"id": i, "label": t} for i, t in segments if i != exclude_segment_id],
     }

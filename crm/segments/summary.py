@@ -84,7 +84,40 @@ def _phrase(node: dict[str, Any], ctx: ValidatedRules) -> str:
     if field == "custom_field":
         verb = "equal to" if op == "equals" else "containing"
         return f"have custom field “{value['key']}” {verb} “{value['value']}”"
-    return "match an engagement condition"
+    return _engagement(op, value, ctx)
+
+
+def _times(n: int) -> str:
+    return {1: "once", 2: "twice"}.get(n, f"{n:,} times")
+
+
+def _engagement(op: str, value: dict[str, Any], ctx: ValidatedRules) -> str:
+    days = value.get("within_days")
+    recent = f" in the last {days} days" if days else ""
+    if op == "never_opened":
+        return "have never opened a campaign email"
+    if op in ("received_at_least", "received_at_most"):
+        n = value["count"]
+        if op == "received_at_most" and n == 0:
+            return f"have not been emailed{recent}" if days else "have never been emailed"
+        bound = "at least" if op == "received_at_least" else "at most"
+        return f"were emailed {bound} {_times(n)}" + recent
+    ident = value.get("campaign_id")
+    if ident is not None:
+        name = f"“{ctx.campaigns.get(ident, f'campaign {ident}')}”"
+        verb = {"received": "received ", "not_received": "did not receive ",
+                "opened": "opened ", "not_opened": "did not open ",
+                "clicked": "clicked a link in ", "not_clicked": "did not click a link in "}[op]
+        return verb + name + recent
+    if days:
+        return {"received": "were emailed", "not_received": "have not been emailed",
+                "opened": "opened a campaign email", "not_opened": "have not opened a campaign email",
+                "clicked": "clicked a link in a campaign email",
+                "not_clicked": "have not clicked a link in a campaign email"}[op] + recent
+    return {"received": "have been emailed", "not_received": "have never been emailed",
+            "opened": "have opened a campaign email", "not_opened": "have never opened a campaign email",
+            "clicked": "have clicked a link in a campaign email",
+            "not_clicked": "have never clicked a link in a campaign email"}[op]
 
 
 def _window(value: dict[str, Any], _: str) -> str:

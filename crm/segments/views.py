@@ -124,12 +124,18 @@ def delete(segment_id: int):
     segment = _segment_or_404(segment_id)
     if not ActionForm().validate_on_submit():
         abort(400)
+    name = segment.name
     try:
-        service.delete_segment(segment)
+        drafts = service.delete_segment(segment)
     except service.SegmentInvalid as exc:
         flash(f"Not deleted. {exc}", "error")
-        return redirect(url_for("segments.show", segment_id=segment.id))
-    flash(f"Deleted “{segment.name}”.", "success")
+        return redirect(url_for("segments.show", segment_id=segment_id))
+    note = ""
+    if drafts:
+        many = drafts != 1
+        note = (f" {drafts} draft campaign{'s' if many else ''} no longer {'have' if many else 'has'} a segment;"
+                " choose another before sending.")
+    flash(f"Deleted “{name}”.{note}", "success")
     return redirect(url_for("segments.index"))
 
 

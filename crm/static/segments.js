@@ -14,7 +14,8 @@
   var FIELDS = [
     ["petitions", "Signed petitions"], ["email_status", "Email status"], ["tags", "Tags"],
     ["country", "Country"], ["postal_code", "Postal code"], ["created", "Added to the CRM"],
-    ["source", "Came from"], ["segment", "Another segment"], ["custom_field", "Custom field"]
+    ["source", "Came from"], ["segment", "Another segment"], ["custom_field", "Custom field"],
+    ["engagement", "Email engagement"]
   ];
   var OPS = {
     petitions: [["any_of", "signed any of"], ["all_of", "signed all of"], ["none_of", "signed none of"]],
@@ -25,8 +26,16 @@
     created: [["between", "between"]],
     source: [["starts_with", "starts with"]],
     segment: [["member", "is in"], ["not_member", "is not in"]],
-    custom_field: [["equals", "equals"], ["contains", "contains"]]
+    custom_field: [["equals", "equals"], ["contains", "contains"]],
+    engagement: [
+      ["received", "was sent"], ["not_received", "was not sent"],
+      ["opened", "opened"], ["not_opened", "did not open"],
+      ["clicked", "clicked a link in"], ["not_clicked", "did not click a link in"],
+      ["never_opened", "never opened any email"],
+      ["received_at_least", "was sent at least"], ["received_at_most", "was sent at most"]
+    ]
   };
+  var COUNTED = { received_at_least: true, received_at_most: true };
   var DEFAULTS = {
     petitions: function () { return { petition_ids: [] }; },
     email_status: function () { return ["subscribed"]; },
@@ -36,8 +45,19 @@
     created: function () { return {}; },
     source: function () { return "petition"; },
     segment: function () { return data.segments.length ? data.segments[0].id : null; },
-    custom_field: function () { return { key: "", value: "" }; }
+    custom_field: function () { return { key: "", value: "" }; },
+    engagement: function () { return { within_days: 30 }; }
   };
+
+  // An engagement test keeps what still applies when it changes: the campaign and the days.
+  function engagementValue(op, old) {
+    if (op === "never_opened") return {};
+    var v = {};
+    if (old.within_days) v.within_days = old.within_days;
+    if (COUNTED[op]) v.count = old.count != null ? old.count : (op === "received_at_least" ? 1 : 0);
+    else if (old.campaign_id != null) v.campaign_id = old.campaign_id;
+    return v;
+  }
 
   var tree;
   try { tree = JSON.parse(textarea.value || "null"); } catch (e) { tree = null; }
@@ -139,6 +159,25 @@
         out.push(labelled("Field name", input("text", v.key, function (x) { v.key = x; changed(); })));
         out.push(labelled("Text", input("text", v.value, function (x) { v.value = x; changed(); })));
         break;
+      case "engagement":
+        if (cond.op === "never_opened") break;
+        if (COUNTED[cond.op]) {
+          out.push(labelled("Emails", input("number", v.count, function (x) {
+            setOrDelete(v, "count", x === "" ? "" : parseInt(x, 10)); changed();
+          }, { min: cond.op === "received_at_least" ? 1 : 0 })));
+        } else {
+          var choices = [["", "Any campaign"]].concat(pairs(data.campaigns));
+          if (v.campaign_id != null && !data.campaigns.some(function (c) { return c.id === v.campaign_id; })) {
+            choices.push([v.campaign_id, "Campaign " + v.campaign_id]);
+          }
+          out.push(labelled("Campaign", select(choices, v.campaign_id == null ? "" : v.campaign_id, false, function (x) {
+            setOrDelete(v, "campaign_id", x ? parseInt(x, 10) : ""); changed();
+          })));
+        }
+        out.push(labelled("In the last … days (optional)", input("number", v.within_days, function (x) {
+          setOrDelete(v, "within_days", x ? parseInt(x, 10) : ""); changed();
+        }, { min: 1 })));
+        break;
     }
     return out;
   }
@@ -148,10 +187,19 @@
     if (!OPS[cond.field]) {
       row.appendChild(el("span", { text: "A rule this builder cannot edit (" + cond.field + "); remove it or edit the JSON." }));
     } else {
-      row.appendChild(labelled("Condition", select(FIELDS, cond.field, false, function (f) {
-        cond.field = f; cond.op = OPS[f][0][0]; cond.value = DEFAULTS[f](); rebuild();
-      })));
-      row.appendChild(labelled("Test", select(OPS[cond.field], cond.op, false, function (op) { cond.op = op; changed(); })));
+      var fieldSelect = select(FIELDS, cond.field, false, function (f) {
+        cond.field = f; cond.op = OPS[f][0][0]; cond.value = DEFAULTS[f](); rebuild(path, "field");
+      });
+      fieldSelect.setAttribute("data-role", "field");
+      row.appendChild(labelled("Condition", fieldSelect));
+      var opSelect = select(OPS[cond.field], cond.op, false, function (op) {
+        cond.op = op;
+        if (cond.field !== "engagement") { changed(); return; }
+        cond.value = engagementValue(op, cond.value);  // the value editors differ by test
+        rebuild(path, "op");
+      });
+      opSelect.setAttribute("data-role", "op");
+      row.appendChild(labelled("Test", opSelect));
       valueEditors(cond).forEach(function (n) { row.appendChild(n); });
     }
     row.appendChild(el("button", { type: "button", text: "Remove condition", onclick: function () {
@@ -188,9 +236,14 @@
     return box;
   }
 
-  function rebuild() {
+  // Redraw the tree; when a select caused it, put the keyboard focus back on the new one.
+  function rebuild(focusPath, focusRole) {
     root.innerHTML = "";
     root.appendChild(renderGroup(tree, "", 1, null, 0));
+    if (focusPath != null) {
+      var again = root.querySelector('[data-path="' + focusPath + '"] [data-role="' + focusRole + '"]');
+      if (again) again.focus();
+    }
     changed();
   }
 

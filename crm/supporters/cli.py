@@ -16,7 +16,9 @@ supporters_cli = AppGroup("supporters", help="Supporter list tools.")
               help="Defaults to the file's extension, else csv.")
 @click.option("--petition", type=int, help="Only signers of this petition id.")
 @click.option("--status", type=click.Choice(EMAIL_STATUSES), help="Only this email status.")
-def export_command(file: str, fmt: str | None, petition: int | None, status: str | None) -> None:
+@click.option("--segment", type=int, help="Only members of this saved segment id.")
+def export_command(file: str, fmt: str | None, petition: int | None, status: str | None,
+                   segment: int | None) -> None:
     """Export supporters to FILE (audit-logged like the web export)."""
     import shutil
 
@@ -24,7 +26,10 @@ def export_command(file: str, fmt: str | None, petition: int | None, status: str
     from crm.supporters import service
 
     fmt = fmt or ("xlsx" if file.lower().endswith(".xlsx") else "csv")
-    flt = service.SupporterFilter(petition=petition, email_status=status or "")
+    flt = service.SupporterFilter(petition=petition, email_status=status or "", segment=segment)
+    problem = service.segment_problem(flt)
+    if problem:
+        raise click.ClickException(problem)
     rows = service.count_supporters(flt)
     service.record_export(flt, fmt, rows)
     if fmt == "csv":

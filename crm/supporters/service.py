@@ -6,7 +6,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
-from sqlalchemy import Select, delete, exists, func, insert, literal, or_, tuple_
+from sqlalchemy import Select, delete, exists, false, func, insert, literal, or_, tuple_
 from sqlalchemy.exc import IntegrityError
 
 from crm import audit
@@ -14,19 +14,25 @@ from crm.emails import InvalidEmail, normalise_email
 from crm.extensions import db
 from crm.models import (
     EMAIL_STATUSES,
+    Campaign,
     ConsentEvent,
+    Message,
     Petition,
+    Segment,
     Signature,
     Supporter,
     Tag,
     supporter_tag,
     utcnow,
 )
+from crm.segments.compiler import segment_condition
+from crm.segments.rules import RuleError, validate
 from crm.supporters.consent import record_consent
 from crm.supporters.suppression import is_suppressed, suppress
 
 PAGE_SIZE = 50
 EXPORT_BATCH = 2000
+MESSAGES_SHOWN = 50  # on the profile, newest first
 
 
 class SupporterError(ValueError):
@@ -59,6 +65,7 @@ class SupporterFilter:
     country: str = ""
     date_from: date | None = None
     date_to: date | None = None
+    segment: int | None = None
 
     @classmethod
     def from_args(cls, args: Mapping) -> SupporterFilter:
@@ -72,6 +79,7 @@ class SupporterFilter:
             country=country if len(country) == 2 and country.isalpha() else "",
             date_from=_date_arg(args.get("date_from")),
             date_to=_date_arg(args.get("date_to")),
+            segment=_int_arg(args.get("segment")),
         )
 
     def as_args(self) -> dict[str, str]:
@@ -97,6 +105,13 @@ def filtered_query(flt: SupporterFilter) -> Select:
     supporter_tag primary key (supporter_id, tag_id).
     """
     query = db.select(Supporter).where(Supporter.erased_at.is_(None))
+    if flt.segment:
+        # The segment's compiled predicate (EXISTS subqueries on this same supporter row), so
+        # the list, counts, bulk tags and exports stay ONE statement. A segment that is gone
+        # or whose rules no longer hold matches no one (segment_problem says why): dropping
+        # the condition instead would quietly widen an export to everybody.
+        rules = _segment_rules(flt.segment)
+        query = query.where(segment_condition(rules) if rules is not None else false())
     if flt.q:
         like = f"%{flt.q.lower()}%"
         query = query.where(or_(
@@ -124,6 +139,36 @@ def filtered_query(flt: SupporterFilter) -> Select:
             conditions.append(Signature.created_at < _utc_midnight(flt.date_to + timedelta(days=1)))
         query = query.where(exists().where(*conditions))
     return query
+
+
+def _segment_rules(segment_id: int):
+    """The validated rules of a saved segment, or None when it is missing or no longer valid."""
+    segment = db.session.get(Segment, segment_id)
+    if segment is None:
+        return None
+    try:
+        return validate(segment.rules, segment_id=segment.id)
+    except RuleError:
+        return None
+
+
+def segment_problem(flt: SupporterFilter) -> str:
+    """Why the filter's segment cannot be applied (it then matches no one), or ''."""
+    if not flt.segment:
+        return ""
+    segment = db.session.get(Segment, flt.segment)
+    if segment is None:
+        return "That segment no longer exists."
+    try:
+        validate(segment.rules, segment_id=segment.id)
+    except RuleError as exc:
+        return f"The segment “{segment.name}” needs fixing before it can filter the list: {exc}"
+    return ""
+
+
+def segment_choices() -> list[tuple[int, str]]:
+    """Saved segments for the list's filter, by name."""
+    return [tuple(row) for row in db.session.execute(db.select(Segment.id, Segment.name).order_by(Segment.name))]
 
 
 def count_supporters(flt: SupporterFilter) -> int:
@@ -305,6 +350,20 @@ def petitions_signed(supporter: Supporter) -> list[tuple[Signature, Petition]]:
     ).all()
 
 
+def messages_received(supporter: Supporter, limit: int | None = MESSAGES_SHOWN) -> list[tuple[Message, str]]:
+    """The supporter's latest messages (newest first, at most `limit`; None for all) with campaign names.
+
+    Ordered by created_at (set when the recipient snapshot queued the row, so every message has
+    one) and id; ix_message_supporter_status_sent narrows to this supporter first.
+    """
+    query = (db.select(Message, Campaign.name).join(Campaign, Campaign.id == Message.campaign_id)
+             .where(Message.supporter_id == supporter.id)
+             .order_by(Message.created_at.desc(), Message.id.desc()))
+    if limit is not None:
+        query = query.limit(limit)
+    return [tuple(row) for row in db.session.execute(query)]
+
+
 def update_supporter(supporter: Supporter, *, email: str, first_name: str, last_name: str,
                      postal_code: str, country: str) -> None:
     """Save profile fields; raise SupporterError (nothing written) for a bad or taken email."""
@@ -399,6 +458,12 @@ def subject_access_export(supporter: Supporter) -> dict:
              "ip": e.ip, "user_agent": e.user_agent, "created_at": _iso(e.created_at)}
             for e in events
         ],
+        "messages": [
+            {"campaign_id": m.campaign_id, "campaign": name, "email": m.email, "status": m.status,
+             "created_at": _iso(m.created_at), "sent_at": _iso(m.sent_at), "opened_at": _iso(m.opened_at),
+             "clicked_at": _iso(m.clicked_at)}
+            for m, name in reversed(messages_received(supporter, limit=None))
+        ],
         "exported_at": _iso(utcnow()),
     }
     audit.record("supporter.dsar_export", f"supporter:{supporter.id}")
@@ -414,6 +479,7 @@ def erase_supporter(supporter: Supporter, staff_id: int) -> None:
       comments are wiped because they are free text written by the person.
     - Consent events stay (counts, history) but lose IP and user agent: consent proof is only
       needed to justify mailing, and an erased supporter is never mailed again.
+    - Messages stay (campaign counts) but lose the address they were sent to and any SMTP error.
     - The SHA-256 of the address goes on the suppression list, so a re-import or a new
       signature with the same address is never mailed.
     """
@@ -432,6 +498,10 @@ def erase_supporter(supporter: Supporter, staff_id: int) -> None:
                        .values(comment=""))
     db.session.execute(db.update(ConsentEvent).where(ConsentEvent.supporter_id == supporter.id)
                        .values(ip=None, user_agent=None))
+    # Messages keep their rows (campaign counts, "received" segment conditions) but not the
+    # address, nor the SMTP error text, which often quotes it ("550 <ana@...>: no such user").
+    db.session.execute(db.update(Message).where(Message.supporter_id == supporter.id)
+                       .values(email=None, error="").execution_options(synchronize_session=False))
     audit.record("supporter.erase", f"supporter:{supporter.id}", actor_id=staff_id)
     db.session.commit()
     db.session.expire(supporter)

@@ -3,6 +3,7 @@ import json
 from flask import (
     Response,
     abort,
+    current_app,
     flash,
     redirect,
     render_template,
@@ -42,6 +43,7 @@ def index():
         "supporters/index.html", supporters=supporters, next_after=next_after, flt=flt,
         sort=sort, sorts=service.SORT_LABELS, total=service.count_supporters(flt),
         statuses=EMAIL_STATUSES, petitions=service.petition_choices(), tags=service.tag_choices(),
+        segments=service.segment_choices(), segment_problem=service.segment_problem(flt),
         bulk_form=bulk_form, paged=bool(request.args.get("after")),
     )
 
@@ -55,6 +57,10 @@ def bulk_tag():
         for errors in form.errors.values():
             for error in errors:
                 flash(error, "error")
+        return redirect(url_for("supporters.index", **flt.as_args()))
+    problem = service.segment_problem(flt)
+    if problem:
+        flash(f"Nothing tagged. {problem}", "error")
         return redirect(url_for("supporters.index", **flt.as_args()))
     try:
         tag, changed = service.bulk_tag(flt, form.tag.data, form.action.data)
@@ -73,6 +79,10 @@ def export():
     if fmt not in ("csv", "xlsx"):
         abort(400)
     flt = service.SupporterFilter.from_args(request.args)
+    problem = service.segment_problem(flt)
+    if problem:
+        flash(f"Nothing exported. {problem}", "error")
+        return redirect(url_for("supporters.index", **flt.as_args()))
     rows = service.count_supporters(flt)
     service.record_export(flt, fmt, rows)
     filename = f"supporters-{utcnow():%Y-%m-%d}.{fmt}"
@@ -95,6 +105,19 @@ def _supporter_or_404(supporter_id: int):
     return supporter
 
 
+def _campaign_url():
+    """A function campaign id -> URL of its page, or None while the campaigns blueprint has no
+    `campaigns.show` (the profile then names campaigns without links)."""
+    if "campaigns.show" not in current_app.view_functions:
+        return None
+    # Ask the rule for its one argument's name rather than assuming it.
+    rule = next(iter(current_app.url_map.iter_rules("campaigns.show")))
+    if len(rule.arguments) != 1:
+        return None
+    (argument,) = rule.arguments
+    return lambda campaign_id: url_for("campaigns.show", **{argument: campaign_id})
+
+
 def _render_profile(supporter, status=200, **forms):
     forms.setdefault("tag_form", TagForm(formdata=None))
     forms.setdefault("notes_form", NotesForm(formdata=None, obj=supporter))
@@ -102,7 +125,8 @@ def _render_profile(supporter, status=200, **forms):
     return render_template(
         "supporters/show.html", supporter=supporter,
         timeline=service.consent_timeline(supporter), signed=service.petitions_signed(supporter),
-        **forms,
+        messages=service.messages_received(supporter, service.MESSAGES_SHOWN), messages_shown=service.MESSAGES_SHOWN,
+        campaign_url=_campaign_url(), **forms,
     ), status
 
 

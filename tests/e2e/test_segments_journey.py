@@ -1,13 +1,14 @@
-"""Building a segment in a real browser: two conditions, the live count follows, then save."""
+"""Building a segment in a real browser: conditions incl. engagement, the live count follows, then save."""
 
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import pytest
 
 from crm.extensions import db
-from crm.models import Segment
+from crm.models import Segment, utcnow
 from tests import factories
 from tests.e2e.test_journey import sign_in
 
@@ -48,3 +49,40 @@ def test_organizer_builds_and_saves_a_two_condition_segment(live_server, page, s
     db.session.expire_all()
     segment = db.session.scalar(db.select(Segment).where(Segment.name == "Bee people"))
     assert [rule["field"] for rule in segment.rules["rules"]] == ["email_status", "petitions"]
+
+
+def test_organizer_adds_a_not_emailed_recently_condition(live_server, page, screenshot_dir):
+    """An engagement condition: choosing the test redraws its fields, keeps focus, and counts follow."""
+    organizer = factories.make_staff("organizer")
+    update = factories.make_campaign(name="Bee update", status="sent")
+    for days in (3, 20):
+        factories.make_message(update, factories.make_supporter(), sent_at=utcnow() - timedelta(days=days))
+    factories.make_supporter()  # never emailed
+
+    sign_in(page, live_server, organizer.email)
+    page.goto(f"{live_server}/segments/new")
+    page.get_by_label("Name").fill("Quiet lately")
+    expect(page.locator("#segment-count")).to_have_text("3")
+    page.get_by_role("button", name="Add condition").click()
+    row = page.locator("#segment-builder .builder-row").first
+    row.get_by_label("Condition", exact=True).select_option("engagement")  # was sent, in the last 30 days
+    expect(page.locator("#segment-summary")).to_have_text("Supporters who were emailed in the last 30 days")
+    expect(page.locator("#segment-count")).to_have_text("2")
+    test = row.get_by_label("Test", exact=True)
+    test.select_option("not_received")
+    expect(row.get_by_label("Test", exact=True)).to_be_focused()
+    expect(page.locator("#segment-count")).to_have_text("1")
+    row.get_by_label("In the last … days (optional)").fill("14")
+    expect(page.locator("#segment-count")).to_have_text("2")
+    expect(page.locator("#segment-summary")).to_have_text("Supporters who have not been emailed in the last 14 days")
+    row.get_by_label("Campaign", exact=True).select_option(label="Bee update")
+    expect(page.locator("#segment-summary")).to_have_text(
+        "Supporters who did not receive “Bee update” in the last 14 days")
+    page.screenshot(path=str(screenshot_dir / "segments-engagement.png"), full_page=True)
+
+    page.get_by_role("button", name="Save segment").click()
+    expect(page.locator("h1")).to_have_text("Quiet lately")
+    db.session.expire_all()
+    segment = db.session.scalar(db.select(Segment).where(Segment.name == "Quiet lately"))
+    assert segment.rules["rules"] == [{"type": "condition", "field": "engagement", "op": "not_received",
+                                       "value": {"within_days": 14, "campaign_id": update.id}}]
