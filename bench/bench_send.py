@@ -242,7 +242,8 @@ def run() -> list[dict]:
                 {"case": f"pipeline, {processes} workers", "value": f"{rate:,.0f}", "unit": "msg/s",
                  "notes": f"first to last send; campaign {campaign.status}; statuses {statuses}"},
                 {"case": "pipeline end to end", "value": f"{wall:.1f}", "unit": "s",
-                 "notes": f"workers started -> exited, incl. snapshot of {n_send:,} and {processes} interpreter starts"},
+                 "notes": f"workers started -> exited, incl. snapshot of {n_send:,} "
+                          f"and {processes} interpreter starts"},
                 {"case": "ratio pipeline / raw", "value": f"{rate / raw_rate:.2f}", "unit": "",
                  "notes": "target 0.6 or more"},
                 {"case": "counted at the sink", "value": f"{sum(counts.values()):,}", "unit": "msgs",

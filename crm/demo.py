@@ -1,4 +1,5 @@
-"""Demo data for a laptop: two petitions, a few hundred supporters with consent records."""
+"""Demo data for a laptop: two petitions, a few hundred supporters with consent records, a segment,
+a sender identity, the default email template and a draft campaign ready to preview and send."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 from flask import current_app
 
 from crm.extensions import db
-from crm.models import Petition, Signature, StaffUser, Supporter, utcnow
+from crm.models import Campaign, Petition, Segment, Signature, StaffUser, Supporter, utcnow
 from crm.petitions.service import current_wording
 from crm.supporters.consent import record_consent
 
@@ -107,7 +108,39 @@ def load_demo_data(supporters: int = 300, seed: int = 7) -> str:
             record_consent(supporter, "opt_out", "unsubscribe_link",
                            at=signed_at + timedelta(days=rng.uniform(0, 3)))
     db.session.commit()
-    return f"Loaded demo data: 2 petitions, {supporters} supporters."
+    load_demo_campaign(asylum)
+    return f"Loaded demo data: 2 petitions, {supporters} supporters, a draft campaign."
+
+
+def load_demo_campaign(petition: Petition) -> Campaign:
+    """A sender identity (MAIL_FROM as ORG_NAME), the default template, a segment of the petition's
+    subscribed signers (unless there are segments already), and a draft campaign to it."""
+    from campaigns import service
+    from crm.segments.rules import validate
+
+    config = current_app.config
+    sender = service.ensure_sender(config["ORG_NAME"], config["MAIL_FROM"])
+    template = service.ensure_default_template()
+    segment = db.session.scalar(db.select(Segment).order_by(Segment.id))
+    if segment is None:
+        rules = {"type": "group", "match": "all", "rules": [
+            {"type": "condition", "field": "email_status", "op": "in", "value": ["subscribed"]},
+            {"type": "condition", "field": "petitions", "op": "any_of", "value": {"petition_ids": [petition.id]}}]}
+        validate(rules)
+        segment = Segment(name="Asylum petition signers", rules=rules,
+                          description="Subscribed supporters who signed the asylum petition (demo).")
+        db.session.add(segment)
+        db.session.commit()
+    campaign = Campaign(
+        name="Asylum petition: first update (demo)", status="draft",
+        subject='{{ supporter.first_name | default("Friend") }}, an update on the asylum petition',
+        preheader="What your signature has done so far, and what comes next.",
+        sender_id=sender.id, segment_id=segment.id,
+        mjml=template.mjml.replace("Your headline here", "Your signature is making a difference"),
+    )
+    db.session.add(campaign)
+    db.session.commit()
+    return campaign
 
 
 def _ascii(name: str) -> str:

@@ -1,6 +1,7 @@
-"""Settings: the organisation's sending configuration and a test message."""
+"""Settings: the organisation's sending configuration, a test message, and sender identities."""
 
-from flask import Blueprint, current_app, flash, redirect, render_template, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import EmailField
 from wtforms.validators import DataRequired, Email, Length
@@ -8,6 +9,7 @@ from wtforms.validators import DataRequired, Email, Length
 from crm import audit
 from crm.auth.permissions import requires
 from crm.extensions import db
+from crm.models import SenderIdentity
 
 bp = Blueprint("settings", __name__, url_prefix="/settings")
 
@@ -49,3 +51,72 @@ def index():
     return render_template("settings/index.html", settings=visible_settings(), form=form), (
         400 if form.is_submitted() else 200
     )
+
+
+# -- sender identities: the From names and addresses campaigns may use ------------------------
+
+def _sender_form_errors(form, errors: dict[str, list[str]]) -> None:
+    for name, messages in errors.items():
+        field = getattr(form, name, None)
+        if field is None:
+            form.form_errors.extend(messages)
+        else:
+            field.errors = [*field.errors, *messages]
+
+
+@bp.route("/senders", methods=["GET", "POST"])
+@requires("admin")
+def senders():
+    from campaigns import service
+    from campaigns.forms import ActionForm, SenderForm
+
+    form = SenderForm()
+    if request.method == "POST" and form.validate_on_submit():
+        try:
+            sender = service.save_sender(form.data_for_service(), None, current_user.id)
+        except service.Invalid as exc:
+            _sender_form_errors(form, exc.errors)
+        else:
+            flash(f"Added the sender identity {sender.name} <{sender.email}>.", "success")
+            return redirect(url_for("settings.senders"))
+    return render_template("settings/senders.html", senders=service.sender_identities(), form=form,
+                           action_form=ActionForm()), (400 if request.method == "POST" else 200)
+
+
+@bp.route("/senders/<int:sender_id>", methods=["GET", "POST"])
+@requires("admin")
+def edit_sender(sender_id: int):
+    from campaigns import service
+    from campaigns.forms import SenderForm
+
+    sender = db.session.get(SenderIdentity, sender_id) or abort(404)
+    form = SenderForm(obj=sender)
+    if request.method == "POST" and form.validate_on_submit():
+        try:
+            service.save_sender(form.data_for_service(), sender, current_user.id)
+        except service.Invalid as exc:
+            db.session.rollback()
+            _sender_form_errors(form, exc.errors)
+        else:
+            flash(f"Saved {sender.name} <{sender.email}>.", "success")
+            return redirect(url_for("settings.senders"))
+    return render_template("settings/sender_edit.html", sender=sender, form=form,
+                           in_use=service.campaigns_needing(sender)), (400 if request.method == "POST" else 200)
+
+
+@bp.route("/senders/<int:sender_id>/deactivate", methods=["POST"])
+@requires("admin")
+def deactivate_sender(sender_id: int):
+    from campaigns import service
+    from campaigns.forms import ActionForm
+
+    sender = db.session.get(SenderIdentity, sender_id) or abort(404)
+    if not ActionForm().validate_on_submit():
+        abort(400)
+    try:
+        service.deactivate_sender(sender, current_user.id)
+    except service.Invalid as exc:
+        flash("Not deactivated. " + " ".join(exc.errors.get("is_active", [])), "error")
+    else:
+        flash(f"Deactivated {sender.email}; the campaign editor no longer offers it.", "success")
+    return redirect(url_for("settings.senders"))
