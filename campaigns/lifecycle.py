@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo
 
 from flask import current_app
 from sqlalchemy import func, select
@@ -19,6 +18,7 @@ from campaigns.pipeline import Renderer, readiness_problem
 from campaigns.tokens import test_unsubscribe_url
 from campaigns.transport import SMTPTransport
 from crm import audit
+from crm.clock import to_utc
 from crm.extensions import db
 from crm.models import Campaign, StaffUser, Supporter
 from crm.segments import compiler
@@ -29,25 +29,6 @@ MAX_TEST_ADDRESSES = 10
 
 class LifecycleError(ValueError):
     """The transition is not possible now; the message says why, for staff."""
-
-
-def org_zone() -> ZoneInfo:
-    return ZoneInfo(current_app.config["ORG_TIMEZONE"])
-
-
-def to_utc(local: datetime) -> datetime:
-    """A wall-clock time in the organisation's zone -> UTC."""
-    if local.tzinfo is None:
-        local = local.replace(tzinfo=org_zone())
-    return local.astimezone(UTC)
-
-
-def to_local(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(org_zone())
 
 
 def _require_ready(campaign: Campaign) -> None:

@@ -20,6 +20,7 @@ from sqlalchemy.orm import selectinload
 
 from campaigns import compose, lifecycle, queries
 from crm import ROOT, audit
+from crm.clock import org_zone, to_local, to_utc
 from crm.emails import InvalidEmail, mask_email, normalise_email
 from crm.extensions import db
 from crm.models import EDITABLE_STATUSES, Campaign, EmailTemplate, Message, Segment, SenderIdentity, Supporter
@@ -322,9 +323,9 @@ def parse_local_time(raw: str) -> datetime:
         raise lifecycle.LifecycleError("Give a date and time, like 2030-05-01 09:30.") from None
     if local.tzinfo is not None:
         local = local.replace(tzinfo=None)
-    back = lifecycle.to_local(lifecycle.to_utc(local)).replace(tzinfo=None)
+    back = to_local(to_utc(local)).replace(tzinfo=None)
     if back != local:
-        raise lifecycle.LifecycleError(f"{local:%Y-%m-%d %H:%M} does not exist in {lifecycle.org_zone().key} "
+        raise lifecycle.LifecycleError(f"{local:%Y-%m-%d %H:%M} does not exist in {org_zone().key} "
                                        "(the clocks go forward then); choose another time.")
     return local
 

@@ -26,6 +26,7 @@ from campaigns.forms import ActionForm, CampaignForm, NewCampaignForm, ScheduleF
 from campaigns.lifecycle import LifecycleError
 from campaigns.pipeline import readiness_problem
 from crm.auth.permissions import requires
+from crm.clock import local_time, org_zone, to_local
 from crm.extensions import db
 from crm.models import Campaign, EmailTemplate
 from crm.segments.rules import RuleError
@@ -36,13 +37,6 @@ bp = Blueprint("campaigns", __name__, url_prefix="/campaigns")
 PREVIEW_CSP = ("default-src 'none'; img-src https: http: data:; style-src 'unsafe-inline'; font-src https: data:; "
                "base-uri 'none'; form-action 'none'; frame-ancestors 'self'; sandbox")
 LIVE_STATUSES = ("scheduled", "sending", "paused")
-
-
-@bp.app_template_filter("local_time")
-def local_time(value: datetime | None) -> str:
-    """A UTC timestamp as wall-clock time in the organisation's zone, with the zone's abbreviation."""
-    local = lifecycle.to_local(value)
-    return f"{local:%Y-%m-%d %H:%M} {local.tzname()}" if local else ""
 
 
 def _campaign_or_404(campaign_id: int) -> Campaign:
@@ -192,7 +186,7 @@ def find_supporters():
 # -- the campaign page and its actions ------------------------------------------------------
 
 def _default_send_at() -> str:
-    soon = lifecycle.to_local(datetime.now(lifecycle.org_zone()) + timedelta(hours=1))
+    soon = to_local(datetime.now(org_zone()) + timedelta(hours=1))
     return soon.replace(minute=0, second=0, microsecond=0).strftime("%Y-%m-%dT%H:%M")
 
 
@@ -209,7 +203,7 @@ def show(campaign_id: int):
     campaign = _campaign_or_404(campaign_id)
     test_form = TestSendForm(formdata=None, addresses=current_user.email)
     schedule_form = ScheduleForm(formdata=None)
-    scheduled = lifecycle.to_local(campaign.scheduled_at)
+    scheduled = to_local(campaign.scheduled_at)
     schedule_form.send_at.data = (scheduled.strftime("%Y-%m-%dT%H:%M") if scheduled and campaign.status == "scheduled"
                                   else _default_send_at())
     return _show(campaign, test_form, schedule_form)
@@ -217,7 +211,7 @@ def show(campaign_id: int):
 
 def _show(campaign: Campaign, test_form: TestSendForm, schedule_form: ScheduleForm, status: int = 200):
     editable = campaign.is_editable
-    zone = lifecycle.org_zone().key
+    zone = org_zone().key
     schedule_form.send_at.label.text = f"Send at ({zone} time)"
     progress = lifecycle.progress(campaign) if campaign.status != "draft" else None
     return render_template(

@@ -1,12 +1,8 @@
 """Template filters and globals."""
 
-from datetime import datetime
-
 from flask import Flask, current_app
 
-
-def datetimeformat(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
-    return value.strftime(fmt) + " UTC" if value else ""
+from crm.clock import local_time
 
 
 def number(value) -> str:
@@ -14,7 +10,8 @@ def number(value) -> str:
 
 
 def init_app(app: Flask) -> None:
-    app.jinja_env.filters["datetime"] = datetimeformat
+    app.jinja_env.filters["datetime"] = local_time
+    app.jinja_env.filters["local_time"] = local_time
     app.jinja_env.filters["number"] = number
 
     @app.context_processor
