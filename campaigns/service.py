@@ -24,6 +24,8 @@ from crm.clock import org_zone, to_local, to_utc
 from crm.emails import InvalidEmail, mask_email, normalise_email
 from crm.extensions import db
 from crm.models import EDITABLE_STATUSES, Campaign, EmailTemplate, Message, Segment, SenderIdentity, Supporter
+from crm.segments.rules import referenced_campaign_ids
+from crm.segments.service import quoted, segments_mentioning
 
 DEFAULT_TEMPLATE_NAME = "Periodic update"
 DEFAULT_TEMPLATE_PATH = ROOT / "templates" / "email" / "periodic_update.mjml"
@@ -202,6 +204,10 @@ def duplicate_campaign(campaign: Campaign, actor_id: int | None = None) -> Campa
 def delete_draft(campaign: Campaign, actor_id: int | None = None) -> None:
     """Delete a draft; anything that was ever scheduled or sent stays for the record."""
     campaign_id, name = campaign.id, campaign.name
+    users = segments_mentioning(referenced_campaign_ids, campaign_id)
+    if users:
+        raise lifecycle.LifecycleError("Segments refer to this campaign in their engagement conditions: "
+                                       + quoted(users) + ". Change them first.")
     gone = db.session.execute(delete(Campaign).where(Campaign.id == campaign_id, Campaign.status == "draft")
                               .execution_options(synchronize_session=False)).rowcount
     if not gone:

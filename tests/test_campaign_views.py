@@ -214,6 +214,19 @@ def test_duplicate_and_delete_draft_only(app, client_as):
     assert db.session.scalars(db.select(Campaign.id)).all() == [sent.id]
 
 
+def test_a_draft_named_by_a_segment_is_not_deleted(app, client_as):
+    """A segment's "received campaign X" condition would otherwise point at nothing."""
+    draft = ready_campaign()
+    make_segment(name="Got the draft", rules={"type": "group", "match": "all", "rules": [
+        {"type": "condition", "field": "engagement", "op": "received",
+         "value": {"campaign_id": draft.id, "within_days": 30}}]})
+    client = client_as("organizer")
+    refused = client.post(f"/campaigns/{draft.id}/delete", follow_redirects=True)
+    assert "Segments refer to this campaign" in refused.text and "Got the draft" in refused.text
+    db.session.expire_all()
+    assert db.session.get(Campaign, draft.id) is not None
+
+
 # -- who may do what ----------------------------------------------------------------------------
 
 def test_analyst_reads_but_cannot_change_or_send(app, client_as):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,6 +152,16 @@ def segment_in_use(segment: Segment) -> bool:
 IN_USE = "A scheduled, sending or paused campaign uses this segment."
 
 
+def segments_mentioning(ids_in: Callable[[Any], set[int]], ident: int) -> list[str]:
+    """Names of saved segments whose rules mention `ident`, as found by a rules.referenced_* function."""
+    return sorted(name for name, rules in db.session.execute(db.select(Segment.name, Segment.rules))
+                  if ident in ids_in(rules))
+
+
+def quoted(names: list[str]) -> str:
+    return ", ".join(f"“{n}”" for n in names)
+
+
 def delete_segment(segment: Segment) -> int:
     """Delete a segment unless an active campaign uses it or another segment refers to it.
 
@@ -160,11 +170,9 @@ def delete_segment(segment: Segment) -> int:
     """
     if segment_in_use(segment):
         raise SegmentInvalid({"segment": IN_USE})
-    users = [other.name for other in db.session.scalars(db.select(Segment).where(Segment.id != segment.id))
-             if segment.id in referenced_segment_ids(other.rules)]
+    users = segments_mentioning(referenced_segment_ids, segment.id)
     if users:
-        raise SegmentInvalid({"segment": "Other segments refer to this one: "
-                              + ", ".join(f"“{n}”" for n in sorted(users))})
+        raise SegmentInvalid({"segment": "Other segments refer to this one: " + quoted(users)})
     drafts = db.session.scalar(db.select(func.count()).select_from(Campaign).where(
         Campaign.segment_id == segment.id, Campaign.status == "draft")) or 0
     # The status test repeats inside the UPDATE: a campaign scheduled since the check above keeps
