@@ -433,3 +433,9 @@ def test_erase_wipes_message_addresses_but_keeps_the_rows(people, client_as):
                               .order_by(Message.id)).all()
     assert [tuple(r) for r in rows] == [(people["ana"], None, "", "sent"), (people["ana"], None, "", "bounced"),
                                         (people["ben"], "ben@example.org", "", "sent")]
+
+
+def test_the_supporter_list_leads_to_imports_for_those_who_may_import(client_as):
+    assert 'href="/imports/new"' in client_as("organizer").get("/supporters/").text
+    analyst_page = client_as("analyst").get("/supporters/").text
+    assert 'href="/imports/new"' not in analyst_page and 'href="/imports/"' in analyst_page
