@@ -55,10 +55,6 @@ class ScheduleForm(FlaskForm):
     send_at = StringField("Send at", render_kw={"type": "datetime-local"})
 
 
-class ActionForm(FlaskForm):
-    """Buttons that only post (send, pause, resume, cancel, duplicate, delete): the CSRF token."""
-
-
 class TemplateForm(FlaskForm):
     name = StringField("Name")
     mjml = TextAreaField("MJML", render_kw={"rows": 28, **CODE})

@@ -22,12 +22,13 @@ from flask_login import current_user
 from markupsafe import escape
 
 from campaigns import lifecycle, service
-from campaigns.forms import ActionForm, CampaignForm, NewCampaignForm, ScheduleForm, TemplateForm, TestSendForm
+from campaigns.forms import CampaignForm, NewCampaignForm, ScheduleForm, TemplateForm, TestSendForm
 from campaigns.lifecycle import LifecycleError
 from campaigns.pipeline import readiness_problem
 from crm.auth.permissions import requires
 from crm.clock import local_time, org_zone, to_local
 from crm.extensions import db
+from crm.forms import ActionForm, apply_errors, require_action_form
 from crm.models import Campaign, EmailTemplate
 from crm.segments.rules import RuleError
 
@@ -45,11 +46,6 @@ def _campaign_or_404(campaign_id: int) -> Campaign:
 
 def _template_or_404(template_id: int) -> EmailTemplate:
     return db.session.get(EmailTemplate, template_id) or abort(404)
-
-
-def _require_post_form() -> None:
-    if not ActionForm().validate_on_submit():
-        abort(400)
 
 
 # -- list -----------------------------------------------------------------------------------
@@ -76,15 +72,6 @@ def _editor_choices(form: CampaignForm, campaign: Campaign | None) -> None:
     form.segment_id.choices = [("", "Choose a segment")] + [(s.id, s.name) for s in service.segments()]
 
 
-def _apply_errors(form: CampaignForm | TemplateForm, errors: dict[str, list[str]]) -> None:
-    for name, messages in errors.items():
-        field = getattr(form, name, None)
-        if field is None:
-            form.form_errors.extend(messages)
-        else:
-            field.errors = [*field.errors, *messages]
-
-
 @bp.route("/new", methods=["GET", "POST"])
 @requires("write")
 def new():
@@ -101,7 +88,7 @@ def new():
         try:
             campaign = service.create_campaign(form.data_for_service(), current_user.id)
         except service.Invalid as exc:
-            _apply_errors(form, exc.errors)
+            apply_errors(form, exc.errors)
         else:
             flash("Campaign saved as a draft.", "success")
             return redirect(url_for("campaigns.show", campaign_id=campaign.id))
@@ -125,7 +112,7 @@ def edit(campaign_id: int):
             service.update_campaign(campaign, form.data_for_service(), current_user.id,
                                     expected_version=request.form.get("version", type=int))
         except service.Invalid as exc:
-            _apply_errors(form, exc.errors)
+            apply_errors(form, exc.errors)
         except LifecycleError as exc:
             form.form_errors.append(str(exc))
             return _editor(form, campaign, 409)
@@ -297,7 +284,7 @@ def schedule(campaign_id: int):
 
 def _transition(campaign_id: int, action, done: str):
     campaign = _campaign_or_404(campaign_id)
-    _require_post_form()
+    require_action_form()
     try:
         action(campaign, current_user.id)
     except LifecycleError as exc:
@@ -344,7 +331,7 @@ def cancel(campaign_id: int):
 @requires("write")
 def duplicate(campaign_id: int):
     campaign = _campaign_or_404(campaign_id)
-    _require_post_form()
+    require_action_form()
     copy = service.duplicate_campaign(campaign, current_user.id)
     flash(f"Copied as “{copy.name}”.", "success")
     return redirect(url_for("campaigns.edit", campaign_id=copy.id))
@@ -354,7 +341,7 @@ def duplicate(campaign_id: int):
 @requires("write")
 def delete(campaign_id: int):
     campaign = _campaign_or_404(campaign_id)
-    _require_post_form()
+    require_action_form()
     name = campaign.name
     try:
         service.delete_draft(campaign, current_user.id)
@@ -394,7 +381,7 @@ def _save_template(form: TemplateForm, template: EmailTemplate | None):
         try:
             saved = service.save_template({"name": form.name.data, "mjml": form.mjml.data}, template, current_user.id)
         except service.Invalid as exc:
-            _apply_errors(form, exc.errors)
+            apply_errors(form, exc.errors)
         else:
             flash(f"Template “{saved.name}” saved.", "success")
             return redirect(url_for("campaigns.templates"))
@@ -407,7 +394,7 @@ def _save_template(form: TemplateForm, template: EmailTemplate | None):
 @requires("write")
 def delete_template(template_id: int):
     template = _template_or_404(template_id)
-    _require_post_form()
+    require_action_form()
     name = template.name
     service.delete_template(template, current_user.id)
     flash(f"Deleted the template “{name}”. Campaigns made from it keep their content.", "success")

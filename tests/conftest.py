@@ -148,16 +148,7 @@ def runner(app):
 @pytest.fixture
 def client_as(app):
     """client_as("analyst") -> a test client signed in through the real login form."""
-
-    def sign_in(role: str):
-        user = factories.make_staff(role)
-        client = app.test_client()
-        response = client.post("/login", data={"email": user.email, "password": factories.PASSWORD})
-        assert response.status_code == 302, response.text
-        client.user = user
-        return client
-
-    return sign_in
+    return lambda role: factories.signed_in_client(app, role)
 
 
 class RecordingHandler:

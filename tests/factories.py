@@ -24,6 +24,16 @@ def make_staff(role: str = "organizer", email: str | None = None, password: str 
     return user
 
 
+def signed_in_client(app, role: str):
+    """A test client of `app` signed in as a new staff member of `role`, through the real login form."""
+    user = make_staff(role)
+    client = app.test_client()
+    response = client.post("/login", data={"email": user.email, "password": PASSWORD})
+    assert response.status_code == 302, response.text
+    client.user = user
+    return client
+
+
 def make_supporter(email: str | None = None, subscribed: bool = True, **overrides) -> Supporter:
     n = next(_seq)
     values = {"email": email or f"supporter{n}@example.net", "first_name": f"First{n}",

@@ -36,15 +36,6 @@ def web(make_app, smtp_server):
         yield app
 
 
-def sign_in(app, role: str):
-    user = factories.make_staff(role)
-    client = app.test_client()
-    response = client.post("/login", data={"email": user.email, "password": factories.PASSWORD})
-    assert response.status_code == 302, response.text
-    client.user = user
-    return client
-
-
 def drain(app) -> None:
     """Run every queued job in this process until the queues are empty."""
     db.session.commit()
@@ -399,7 +390,7 @@ def test_schedule_in_the_organisations_zone_then_unschedule(make_app):
     app = make_app(ORG_TIMEZONE="Europe/London")
     with app.app_context():
         campaign = ready_campaign()
-        client = sign_in(app, "organizer")
+        client = factories.signed_in_client(app, "organizer")
         page = client.get(f"/campaigns/{campaign.id}").text
         assert "Send at (Europe/London time)" in page
 
@@ -440,7 +431,7 @@ def test_campaign_that_is_not_ready_says_why(app, client_as):
 def test_test_send_reaches_smtp_marked_test_and_creates_no_messages(web, smtp_server):
     """A test goes to the staff address through a real worker, [TEST] in the subject, no message rows."""
     campaign = ready_campaign(subject="Hello {{ supporter.first_name | default('friend') }}")
-    client = sign_in(web, "organizer")
+    client = factories.signed_in_client(web, "organizer")
     page = client.get(f"/campaigns/{campaign.id}").text
     assert f'value="{client.user.email}"' in page  # the current user's address by default
 
@@ -473,7 +464,7 @@ def test_send_now_delivers_to_subscribed_segment_members_only(web, smtp_server):
         {"type": "condition", "field": "email_status", "op": "in", "value": ["subscribed"]},
         {"type": "condition", "field": "petitions", "op": "any_of", "value": {"petition_ids": [petition.id]}}]})
     campaign = ready_campaign(segment=segment)
-    client = sign_in(web, "organizer")
+    client = factories.signed_in_client(web, "organizer")
 
     confirm = client.get(f"/campaigns/{campaign.id}/send").text
     assert '<strong id="confirm-estimate">3</strong>' in confirm and "Send now to 3 supporters" in confirm

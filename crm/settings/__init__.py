@@ -9,6 +9,7 @@ from wtforms.validators import DataRequired, Email, Length
 from crm import audit
 from crm.auth.permissions import requires
 from crm.extensions import db
+from crm.forms import ActionForm, apply_errors, require_action_form
 from crm.models import SenderIdentity
 
 bp = Blueprint("settings", __name__, url_prefix="/settings")
@@ -55,27 +56,18 @@ def index():
 
 # -- sender identities: the From names and addresses campaigns may use ------------------------
 
-def _sender_form_errors(form, errors: dict[str, list[str]]) -> None:
-    for name, messages in errors.items():
-        field = getattr(form, name, None)
-        if field is None:
-            form.form_errors.extend(messages)
-        else:
-            field.errors = [*field.errors, *messages]
-
-
 @bp.route("/senders", methods=["GET", "POST"])
 @requires("admin")
 def senders():
     from campaigns import service
-    from campaigns.forms import ActionForm, SenderForm
+    from campaigns.forms import SenderForm
 
     form = SenderForm()
     if request.method == "POST" and form.validate_on_submit():
         try:
             sender = service.save_sender(form.data_for_service(), None, current_user.id)
         except service.Invalid as exc:
-            _sender_form_errors(form, exc.errors)
+            apply_errors(form, exc.errors)
         else:
             flash(f"Added the sender identity {sender.name} <{sender.email}>.", "success")
             return redirect(url_for("settings.senders"))
@@ -96,7 +88,7 @@ def edit_sender(sender_id: int):
             service.save_sender(form.data_for_service(), sender, current_user.id)
         except service.Invalid as exc:
             db.session.rollback()
-            _sender_form_errors(form, exc.errors)
+            apply_errors(form, exc.errors)
         else:
             flash(f"Saved {sender.name} <{sender.email}>.", "success")
             return redirect(url_for("settings.senders"))
@@ -108,11 +100,9 @@ def edit_sender(sender_id: int):
 @requires("admin")
 def deactivate_sender(sender_id: int):
     from campaigns import service
-    from campaigns.forms import ActionForm
 
     sender = db.session.get(SenderIdentity, sender_id) or abort(404)
-    if not ActionForm().validate_on_submit():
-        abort(400)
+    require_action_form()
     try:
         service.deactivate_sender(sender, current_user.id)
     except service.Invalid as exc:
