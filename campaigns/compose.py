@@ -103,16 +103,23 @@ class Rendered:
 class CompiledCampaign:
     """The per-version result of compiling: three Jinja templates ready for render()."""
 
-    def __init__(self, subject: str, html: str, text: str):
+    def __init__(self, subject: str, html: str, text: str, preheader: str = ""):
         self.html_source = html
         self.text_source = text
         self._subject = _text_env.from_string(subject)
+        self._preheader = _text_env.from_string(preheader) if "{" in preheader else None
         self._html = _html_env.from_string(html)
         self._text = _text_env.from_string(text)
         self.subject_is_static = "{" not in subject
 
     def render(self, context: dict[str, Any]) -> Rendered:
         subject = " ".join(self._subject.render(context).split())  # never a line break in a header
+        # The body may show the subject and preheader ({{ campaign.subject }} in <mj-title>, the
+        # hidden preheader): as this recipient reads them, never as template source.
+        shown = {**context.get("campaign", {}), "subject": subject}
+        if self._preheader is not None:
+            shown["preheader"] = " ".join(self._preheader.render(context).split())
+        context = {**context, "campaign": shown}
         return Rendered(subject, self._html.render(context), self._text.render(context))
 
 
@@ -136,10 +143,10 @@ def _with_footer(html: str) -> str:
 
 
 @lru_cache(maxsize=64)
-def _compile(subject: str, mjml_source: str, text_body: str) -> CompiledCampaign:
+def _compile(subject: str, preheader: str, mjml_source: str, text_body: str) -> CompiledCampaign:
     html = compile_mjml(mjml_source)
     text = text_body.strip() + "\n" if text_body.strip() else html_to_text(html)
-    return CompiledCampaign(subject, _with_footer(html), text.rstrip("\n") + FOOTER_TEXT)
+    return CompiledCampaign(subject, _with_footer(html), text.rstrip("\n") + FOOTER_TEXT, preheader)
 
 
 def compile_campaign(campaign) -> CompiledCampaign:
@@ -147,7 +154,7 @@ def compile_campaign(campaign) -> CompiledCampaign:
     problems = check_content(campaign.subject, campaign.preheader, campaign.mjml, campaign.text_body)
     if problems:
         raise CompositionError(problems)
-    return _compile(campaign.subject, campaign.mjml, campaign.text_body)
+    return _compile(campaign.subject, campaign.preheader or "", campaign.mjml, campaign.text_body)
 
 
 def check_content(subject: str, preheader: str, mjml_source: str, text_body: str) -> list[Problem]:

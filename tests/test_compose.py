@@ -87,6 +87,20 @@ def test_footer_and_preheader_are_always_added():
     assert "Inbox teaser" in rendered.html and rendered.html.index("Inbox teaser") < rendered.html.index("Just this")
 
 
+def test_the_body_shows_subject_and_preheader_as_the_recipient_reads_them():
+    """<mj-title>{{ campaign.subject }}</mj-title> and the hidden preheader carry the rendered text,
+    escaped, never the template source."""
+    mjml = ("<mjml><mj-head><mj-title>{{ campaign.subject }}</mj-title></mj-head><mj-body><mj-section>"
+            "<mj-column><mj-text>Hello</mj-text></mj-column></mj-section></mj-body></mjml>")
+    c = campaign(subject='{{ supporter.first_name | default("Friend") }}, news', mjml=mjml,
+                 preheader="For {{ supporter.first_name }} & co")
+    html = render(c, first_name="Zoë <b>").html
+    assert "<title>Zoë &lt;b&gt;, news</title>" in html
+    assert "For Zoë &lt;b&gt; &amp; co" in html
+    assert "{{" not in html and "default(" not in html
+    assert "<title>Friend, news</title>" in render(c).html
+
+
 def test_edited_text_part_is_used_and_personalised():
     """A staff-written plain-text part replaces the generated one and is personalised too."""
     rendered = render(campaign(text_body="Dear {{ supporter.first_name }},\nplain words."), first_name="Ama")
