@@ -213,7 +213,10 @@ def progress(campaign: Campaign) -> Progress:
     counts = queries.status_counts(campaign.id)
     total = sum(counts.values())
     since = datetime.now(UTC) - timedelta(minutes=1)
-    rate = queries.sent_since(campaign.id, since) if campaign.status == "sending" else 0
+    if campaign.status == "sending":
+        rate = queries.sent_since(campaign.id, since)
+    else:  # finished or stopped: the average over the run, so the page still says how fast it went
+        rate = _average_rate(campaign, counts.get("sent", 0))
     remaining = counts.get("queued", 0) + counts.get("sending", 0)
     eta = int(remaining / rate * 60) if rate and remaining else (0 if not remaining else None)
     return Progress(
@@ -222,6 +225,13 @@ def progress(campaign: Campaign) -> Progress:
         unknown=counts.get("unknown", 0), suppressed=counts.get("suppressed", 0),
         queued=counts.get("queued", 0), in_flight=counts.get("sending", 0),
         cancelled=counts.get("cancelled", 0), rate_per_minute=rate, eta_seconds=eta)
+
+
+def _average_rate(campaign: Campaign, sent: int) -> int:
+    if not (sent and campaign.started_at and campaign.finished_at):
+        return 0
+    seconds = (campaign.finished_at - campaign.started_at).total_seconds()
+    return round(sent * 60 / max(seconds, 1))
 
 
 # -- after a restart -------------------------------------------------------------------------

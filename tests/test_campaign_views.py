@@ -503,6 +503,15 @@ def test_progress_and_problem_lists_while_sending(app, client_as):
     assert "550 mailbox unavailable" in page and "never resent automatically" in page
 
 
+def test_a_finished_campaign_reports_its_average_rate(app, client_as):
+    start = datetime.now(UTC) - timedelta(minutes=10)
+    campaign = ready_campaign(status="sent", started_at=start, finished_at=start + timedelta(seconds=30))
+    for _ in range(4):
+        factories.make_message(campaign, factories.make_supporter(), status="sent", sent_at=start)
+    data = client_as("analyst").get(f"/campaigns/{campaign.id}/progress").get_json()
+    assert (data["status"], data["sent"], data["rate_per_minute"], data["eta_seconds"]) == ("sent", 4, 8, 0)
+
+
 def test_pause_resume_and_cancel_from_the_page(app, client_as):
     """Pause records why; resume clears it; cancel asks first, then stops the campaign for good."""
     campaign = ready_campaign(status="sending", started_at=datetime.now(UTC))
