@@ -17,6 +17,7 @@ root (smtp-sink drops to `nobody`) and Debian's postfix package:
 
     python -m bench send
     BENCH_SEND_RECIPIENTS=20000 BENCH_SEND_SNAPSHOT=200000 python -m bench.bench_send
+    BENCH_SEND_PROFILE=/tmp/prof python -m bench.bench_send   # and cProfile each worker there
 """
 
 from __future__ import annotations
@@ -216,9 +217,13 @@ def run() -> list[dict]:
                 env.pop("TEST_DATABASE_URL", None)
                 lifecycle.send_now(campaign)
                 started = time.perf_counter()
-                workers = [subprocess.Popen([sys.executable, "-m", "crm.cli", "worker", "--burst", "--no-scheduler"],
+                profile_dir = os.environ.get("BENCH_SEND_PROFILE")  # a folder: each worker writes a cProfile
+                workers = [subprocess.Popen([sys.executable,
+                                             *(["-m", "cProfile", "-o", f"{profile_dir}/worker-{i}.prof"]
+                                               if profile_dir else []),
+                                             "-m", "crm.cli", "worker", "--burst", "--no-scheduler"],
                                             env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                           for _ in range(processes)]
+                           for i in range(processes)]
                 for w in workers:
                     w.wait()
                 wall = time.perf_counter() - started

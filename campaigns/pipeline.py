@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -222,8 +223,19 @@ class Renderer:
         raw = self.skeleton.build(
             to_address=person["email"], to_name=context["supporter"].get("full_name", ""), subject=subject,
             text=parts.text, html=parts.html, message_id=msgid, unsubscribe_url=url,
-            message_ref=f"{self.campaign.id}.{message_id if not test else 'test'}", date=_now())
+            message_ref=f"{self.skeleton.campaign_id}.{message_id if not test else 'test'}", date=_now())
         return msgid, raw
+
+
+@dataclass
+class _InFlight:
+    """The message the sending thread is delivering: its place in the chunk, row and future."""
+
+    index: int
+    row: object
+    email: str
+    message_id: str
+    future: Future
 
 
 class _Batch:
@@ -254,6 +266,8 @@ class _Batch:
         self.pending: list[dict] = []
         self.failures: list[bool] = []
         self.sent = 0
+        # One thread owns the SMTP connection while a message is in flight (see _send_chunk).
+        self.sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"send-{campaign.id}")
 
     def run(self, after_id: int, upto_id: int) -> int:
         self.heartbeat.beat(force=True)
@@ -268,46 +282,69 @@ class _Batch:
                 cursor = rows[-1].id
                 self._send_chunk(rows)
         finally:
+            self.sender.shutdown(wait=True)
             self.flush()
             self.transport.close()
             self.slots.release(self.holder)
         return self.sent
 
     def _send_chunk(self, rows: list) -> None:
+        """Send a claimed chunk. While one message is on the wire (in the sending thread), the
+        next is rendered here; its outcome is settled before the next one is handed over, so at
+        most one message per batch is ever in flight and outcomes are recorded in order."""
         people = queries.recipients([r.supporter_id for r in rows if r.supporter_id is not None],
                                     with_petitions=self.renderer.uses_petitions)
         self.heartbeat.beat()
         self.slots.renew(self.holder)
-        for i, row in enumerate(rows):
-            if self.state.stopped():
-                self._give_back([r.id for r in rows[i:]])
-                return
-            person = people.get(row.supporter_id)
-            if person is None or not person["is_mailable"]:
-                # Unsubscribed, bounced, erased or suppressed since the snapshot: skip for good.
-                self._outcome(row.id, "suppressed", error="consent changed before sending")
-                continue
-            msgid, raw = self.renderer.render_message(row.id, person)
-            self._take_token(len(rows) - i)
-            try:
-                self._deliver(person["email"], raw)
-            except PermanentFailure as exc:
-                self._outcome(row.id, "bounced" if exc.user_unknown else "failed", error=str(exc), failed=True)
-                if exc.user_unknown:
-                    self._mark_bouncing(row.supporter_id, str(exc))
-            except UncertainDelivery as exc:
-                self._outcome(row.id, "unknown", error=str(exc), failed=True)
-            except TemporaryFailure as exc:
-                if exc.code is None:  # no relay at all: give everything back and pause
-                    self.flush()
-                    self._give_back([r.id for r in rows[i:]], error=str(exc))
-                    raise RelayUnavailable(str(exc)) from None
-                self._outcome(row.id, "queued", error=str(exc), failed=True)  # a later sweep retries it
-            else:
-                self._outcome(row.id, "sent", smtp_id=msgid, email=person["email"])
-                self.sent += 1
-            if len(self.pending) >= self.flush_every:
+        in_flight: _InFlight | None = None
+        try:
+            for i, row in enumerate(rows):
+                if self.state.stopped():
+                    if in_flight is not None:
+                        self._settle(in_flight, rows)
+                        in_flight = None
+                    self._give_back([r.id for r in rows[i:]])
+                    return
+                person = people.get(row.supporter_id)
+                if person is None or not person["is_mailable"]:
+                    # Unsubscribed, bounced, erased or suppressed since the snapshot: skip for good.
+                    self._outcome(row.id, "suppressed", error="consent changed before sending")
+                    continue
+                msgid, raw = self.renderer.render_message(row.id, person)
+                self._take_token(len(rows) - i)
+                if in_flight is not None:
+                    self._settle(in_flight, rows)
+                in_flight = _InFlight(i, row, person["email"], msgid,
+                                      self.sender.submit(self._deliver, person["email"], raw))
+            if in_flight is not None:
+                self._settle(in_flight, rows)
+                in_flight = None
+        finally:
+            if in_flight is not None:  # an unexpected error here: let the send finish, record nothing
+                in_flight.future.exception()  # (its row stays `sending`; the sweep calls it unknown)
+
+    def _settle(self, sent: _InFlight, rows: list) -> None:
+        """Wait for the message on the wire and record what happened to it."""
+        row = sent.row
+        try:
+            sent.future.result()
+        except PermanentFailure as exc:
+            self._outcome(row.id, "bounced" if exc.user_unknown else "failed", error=str(exc), failed=True)
+            if exc.user_unknown:
+                self._mark_bouncing(row.supporter_id, str(exc))
+        except UncertainDelivery as exc:
+            self._outcome(row.id, "unknown", error=str(exc), failed=True)
+        except TemporaryFailure as exc:
+            if exc.code is None:  # no relay at all: give back this row and every later one, and pause
                 self.flush()
+                self._give_back([r.id for r in rows[sent.index:]], error=str(exc))
+                raise RelayUnavailable(str(exc)) from None
+            self._outcome(row.id, "queued", error=str(exc), failed=True)  # a later sweep retries it
+        else:
+            self._outcome(row.id, "sent", smtp_id=sent.message_id, email=sent.email)
+            self.sent += 1
+        if len(self.pending) >= self.flush_every:
+            self.flush()
 
     def _take_token(self, wanted: int) -> None:
         """One send's worth of the global rate, taken from Redis a block at a time."""

@@ -70,8 +70,8 @@ DEFAULTS = {
     "SMTP_MAX_CONNECTIONS": "4",  # open connections to the relay, across every worker
     "SMTP_TIMEOUT_SECONDS": 30,
     "SEND_BATCH_SIZE": 500,  # message ids per batch job
-    "SEND_CHUNK_SIZE": 20,  # rows a batch claims at a time: at most this many can end up `unknown`
-    "SEND_FLUSH_EVERY": 20,  # outcomes written per database round trip
+    "SEND_CHUNK_SIZE": 50,  # rows a batch claims at a time: at most this many can end up `unknown`
+    "SEND_FLUSH_EVERY": 50,  # outcomes written per database round trip
     "SEND_RETRIES": 3,  # retries of a 4xx or a lost connection, on a fresh connection
     "SEND_RETRY_BACKOFF_SECONDS": 1.0,  # doubled after each retry
     "SEND_MAX_ATTEMPTS": 3,  # batches that may try a deferred message before it is failed
