@@ -112,3 +112,9 @@ def test_reports_count_signatures_and_opt_ins(app, client_as):
     page = client_as("analyst").get("/reports/").text
     assert "Report me" in page and "50%" in page
     assert db.session.scalar(db.select(db.func.count()).select_from(ConsentEvent)) == 1
+
+
+def test_health_endpoint_answers_without_a_session(client):
+    response = client.get("/healthz")
+    assert (response.status_code, response.text) == (200, "ok\n")
+    assert "Set-Cookie" not in response.headers and response.headers["Cache-Control"] == "no-store"

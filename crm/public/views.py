@@ -141,3 +141,10 @@ def _after_signing(petition: Petition, *, already_signed: bool, embed: bool):
             return redirect(petition.redirect_url, code=303)
     return render_template("public/thanks.html", petition=petition, already_signed=already_signed,
                            embed=embed, count=service.signature_count(petition))
+
+
+@bp.route("/healthz")
+@public
+def healthz():
+    """Liveness for a load balancer or proxy: a constant answer, touching no database or Redis."""
+    return "ok\n", 200, {"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store"}
