@@ -1,8 +1,9 @@
 """Supporter import end to end: rows/s and peak memory on PostgreSQL and SQLite.
 
 Each case runs in its own process (so ru_maxrss is that import's peak) on a fresh schema:
-PostgreSQL in database `bench` (created if missing; never the test suite's `test`) from
-BENCH_DATABASE_URL, SQLite in a temp file. The file comes from bench/gen_supporters.py: 10%
+PostgreSQL in database `bench_import` (created if missing; its public schema is DROPPED and
+rebuilt, so never point it at a database anything else uses, and never the test suite's `test`)
+from BENCH_DATABASE_URL, SQLite in a temp file. The file comes from bench/gen_supporters.py: 10%
 duplicates, 1% invalid rows, a consent column; a petition is chosen with its wording, so
 signatures and consent events are written too. Sizes: BENCH_IMPORT_ROWS (default 1,000,000)
 for PostgreSQL, BENCH_IMPORT_SQLITE_ROWS (default 200,000) for SQLite.
@@ -22,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/bench"
+DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/bench_import"
 CACHE = Path(tempfile.gettempdir()) / "crm-bench-import"
 
 
@@ -38,7 +39,7 @@ def data_file(rows: int) -> Path:
 
 
 def ensure_pg_database(url: str) -> None:
-    """CREATE DATABASE bench if it does not exist (autocommit: it cannot run in a transaction)."""
+    """CREATE DATABASE <name> if it does not exist (autocommit: it cannot run in a transaction)."""
     import psycopg
     from psycopg import sql
 

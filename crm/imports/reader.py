@@ -1,7 +1,9 @@
 """Open an uploaded CSV or XLSX file: sniff its encoding and delimiter, then read it in chunks.
 
 Every reader yields chunks of rows as lists of strings, the header excluded, so the engine
-treats CSV and XLSX alike. A file we cannot read raises UnreadableFile with a message for staff.
+treats CSV and XLSX alike: iter_chunks row by row (the preview), iter_column_chunks column by
+column (the import, which judges a whole column at a time). A file we cannot read raises
+UnreadableFile with a message for staff.
 """
 
 from __future__ import annotations
@@ -36,6 +38,26 @@ class FileInfo:
     def as_options(self) -> dict:
         return {"format": self.format, "encoding": self.encoding, "delimiter": self.delimiter,
                 "header": self.header}
+
+
+@dataclass
+class Chunk:
+    """Consecutive data rows of a file, held column by column (each a list of `size` strings)."""
+
+    columns: list[list[str]]
+    size: int
+    rows: list[list[str]] | None = None  # the rows as read, when the chunk was read row by row
+
+    @classmethod
+    def from_rows(cls, rows: list[list[str]], width: int) -> Chunk:
+        columns = [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
+        return cls(columns, len(rows), rows)
+
+    def row(self, position: int) -> list[str]:
+        """The cells of one row (the same list object, when the chunk was read row by row)."""
+        if self.rows is not None:
+            return self.rows[position]
+        return [column[position] for column in self.columns]
 
 
 def file_format(filename: str) -> str:
@@ -187,27 +209,49 @@ def iter_chunks(path: str | Path, info: FileInfo, chunk_rows: int = CHUNK_ROWS) 
         yield from _csv_chunks(Path(path), info, chunk_rows)
 
 
+def iter_column_chunks(path: str | Path, info: FileInfo, chunk_rows: int = CHUNK_ROWS) -> Iterator[Chunk]:
+    """The same rows as iter_chunks, as Chunks held column by column (no list per row)."""
+    if info.format == "xlsx":
+        width = len(info.header)
+        for rows in _xlsx_chunks(Path(path), width, chunk_rows):
+            yield Chunk.from_rows(rows, width)
+        return
+    for columns in _csv_columns(Path(path), info, chunk_rows):
+        yield Chunk(columns, len(columns[0]))
+
+
 def _csv_chunks(path: Path, info: FileInfo, chunk_rows: int) -> Iterator[list[list[str]]]:
+    for columns in _csv_columns(path, info, chunk_rows):
+        yield [list(row) for row in zip(*columns, strict=True)]
+
+
+def _csv_columns(path: Path, info: FileInfo, chunk_rows: int) -> Iterator[list[list[str]]]:
+    """Yield chunks of data rows (header excluded) as len(header) columns of strings."""
     import pandas as pd
 
     width = len(info.header)
     # header=None + usecols: rows with extra trailing fields are cut to the header's width
     # instead of failing the whole file; short rows are padded with "". Blank lines skipped.
+    # Columns come out of the C parser as object arrays of str: taking them whole is about
+    # twice as fast as building a list per row (DataFrame.values.tolist()).
     reader = pd.read_csv(
         path, sep=info.delimiter, encoding=info.encoding, header=None, usecols=range(width),
-        dtype=str, keep_default_na=False, na_filter=False, skip_blank_lines=True,
+        dtype=object, keep_default_na=False, na_filter=False, skip_blank_lines=True,
         chunksize=chunk_rows, engine="c", quoting=csv.QUOTE_MINIMAL,
     )
-    first = True
+    skip = 1  # the header row
     try:
         for frame in reader:
-            rows = frame.values.tolist()
-            if first:
-                rows = rows[1:]  # the header row
-                first = False
-            if rows:
-                yield [[("" if v is None or v != v else v) for v in row] for row in rows] \
-                    if frame.isna().values.any() else rows
+            if len(frame) <= skip:
+                skip -= len(frame)
+                continue
+            if skip:
+                frame = frame.iloc[skip:]
+                skip = 0
+            if frame.isna().values.any():  # short rows' missing cells
+                frame = frame.fillna("")
+            columns = [frame.iloc[:, position].tolist() for position in range(width)]
+            yield columns
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
         raise UnreadableFile(f"The file could not be read as CSV: {exc}") from None
     finally:
@@ -242,6 +286,30 @@ def count_rows(path: str | Path, info: FileInfo) -> int:
     """Count data rows (blank lines skipped, quoted newlines respected) for the progress bar."""
     if info.format == "xlsx":
         return sum(len(chunk) for chunk in _xlsx_chunks(Path(path), len(info.header), CHUNK_ROWS))
+    count = _count_lines_without_quotes(Path(path))
+    if count is not None:
+        return max(count - 1, 0)
     with open(path, encoding=info.encoding, newline="") as fh:
         count = sum(1 for row in csv.reader(fh, delimiter=info.delimiter) if row)
     return max(count - 1, 0)
+
+
+def _count_lines_without_quotes(path: Path, block_size: int = 1 << 22) -> int | None:
+    """Non-blank lines of a file with no `"` in it (so no quoted line breaks), or None if it has one.
+
+    The count csv.reader gives such a file (a line ends at \r, \n or \r\n), several times
+    faster: bytes are split in C instead of parsed into rows. Every encoding sniff() picks
+    writes `"`, \r and \n as those single ASCII bytes.
+    """
+    count = 0
+    unfinished = False  # the previous block ended inside a line (already counted)
+    with path.open("rb") as fh:
+        while block := fh.read(block_size):
+            if b'"' in block:
+                return None
+            lines = block.splitlines()
+            count += len(lines) - lines.count(b"")
+            if unfinished and block[:1] not in (b"\r", b"\n"):
+                count -= 1  # this block's first line continues that one
+            unfinished = block[-1:] not in (b"\r", b"\n")
+    return count

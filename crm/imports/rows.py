@@ -1,6 +1,9 @@
 """Per-row rules of an import: header guesses, email and date checks, and the reject reasons.
 
 Kept free of the database so the dry-run preview, the job and the CLI judge rows identically.
+Rows are judged a chunk at a time, column by column (RowChecker.judge): the same verdict for
+every row as checking it on its own, at a fraction of the cost of a Python loop per row and
+field (tests/test_imports.py compares the two on random rows).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from datetime import UTC, datetime
 import email_validator
 
 from crm.emails import InvalidEmail, normalise_email
+from crm.imports.reader import Chunk
 
 FIELDS = {
     "email": "Email (required)",
@@ -58,10 +62,11 @@ COUNTRY_NAMES = {
 # unchanged (lower-cased). Anything else -- quotes, Unicode, odd characters, special-use or
 # Punycode domains, one-letter or numeric TLDs -- goes to email-validator itself, so results
 # always equal crm.emails.normalise_email (tests/test_imports.py checks this on random input).
-_FAST_EMAIL = re.compile(
-    r"[a-z0-9_+-]+(?:\.[a-z0-9_+-]+)*@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}",
-    re.ASCII,
-)
+# The address must be LOCAL@DOMAIN exactly (neither part may hold an @). The domain rules are
+# judged once per distinct domain (a file holds thousands of addresses per domain), the local
+# part per address.
+_FAST_LOCAL = re.compile(r"[a-z0-9_+-]+(?:\.[a-z0-9_+-]+)*", re.ASCII)
+_FAST_DOMAIN = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}", re.ASCII)
 _SPECIAL_DOMAINS = tuple(email_validator.SPECIAL_USE_DOMAIN_NAMES)
 
 
@@ -84,16 +89,47 @@ def guess_mapping(header: list[str]) -> dict[str, str]:
     return mapping
 
 
+def _is_plain_domain(domain: str) -> bool:
+    """Plain ASCII labels, no `--` (Punycode and the like), not special-use: email-validator keeps it as is."""
+    return (_FAST_DOMAIN.fullmatch(domain) is not None and "--" not in domain
+            and not any(domain == d or domain.endswith("." + d) for d in _SPECIAL_DOMAINS))
+
+
+def normalise_emails(raws: list[str]) -> tuple[list[str | None], dict[int, str]]:
+    """normalise_email over a column: each address normalised, or None and its error by position.
+
+    The same results as calling normalise_email on each, about 20x faster for the plain
+    addresses most files hold (no per-address call into email-validator, domains judged once).
+    """
+    plain_local = _FAST_LOCAL.fullmatch
+    domains: dict[str, bool] = {}
+    emails: list[str | None] = []
+    append = emails.append
+    errors: dict[int, str] = {}
+    for i, raw in enumerate(raws):
+        candidate = raw.strip().lower()
+        local, _, domain = candidate.partition("@")
+        if len(candidate) <= 254 and len(local) <= 64 and plain_local(local) is not None:
+            plain = domains.get(domain)
+            if plain is None:
+                plain = domains[domain] = _is_plain_domain(domain)
+            if plain:
+                append(candidate)
+                continue
+        try:
+            append(normalise_email(raw))
+        except InvalidEmail as exc:
+            append(None)
+            errors[i] = str(exc)
+    return emails, errors
+
+
 def fast_normalise_email(raw: str) -> str:
-    """Same result as normalise_email, about 20x faster for the plain addresses most files hold."""
-    candidate = raw.strip().lower()
-    if (len(candidate) <= 254 and _FAST_EMAIL.fullmatch(candidate)
-            and "--" not in candidate.partition("@")[2]
-            and len(candidate.partition("@")[0]) <= 64):
-        domain = candidate.partition("@")[2]
-        if not any(domain == d or domain.endswith("." + d) for d in _SPECIAL_DOMAINS):
-            return candidate
-    return normalise_email(raw)
+    """Same result as normalise_email (the one-address form of normalise_emails)."""
+    emails, errors = normalise_emails([raw])
+    if emails[0] is None:
+        raise InvalidEmail(errors[0])
+    return emails[0]
 
 
 def email_hash(normalised_email: str) -> str:
@@ -135,24 +171,75 @@ def parse_country(text: str) -> str:
     return code
 
 
-@dataclass
-class Staged:
-    """An accepted row, ready for the staging table."""
+# The staging table's columns, in order: text, except consent (bool) and signed_at (datetime or None).
+STAGED_FIELDS = ("email", "first_name", "last_name", "postal_code", "country", "consent", "comment", "signed_at")
+DUPLICATE = "duplicate within the file"
 
-    email: str
-    first_name: str = ""
-    last_name: str = ""
-    postal_code: str = ""
-    country: str = ""
-    consent: bool = False
-    comment: str = ""
-    signed_at: datetime | None = None
-    row: list[str] = field(default_factory=list)  # the original cells, for a late rejection
+
+@dataclass
+class Accepted:
+    """The accepted rows of a chunk, column by column (STAGED_FIELDS), ready for the staging table."""
+
+    positions: list[int]  # each row's position in its chunk, for a late rejection (suppression)
+    columns: dict[str, list]
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    @property
+    def emails(self) -> list[str]:
+        return self.columns["email"]
+
+    def take(self, keep: list[int]) -> Accepted:
+        """Only the rows at these indexes (into this Accepted, not the chunk)."""
+        return Accepted(_pick(self.positions, keep), {k: _pick(v, keep) for k, v in self.columns.items()})
+
+
+@dataclass
+class Judged:
+    """A chunk split into its accepted rows and its rejected ones."""
+
+    accepted: Accepted
+    rejected: list[tuple[list[str], str]]  # (the original cells, the reason), in file order
+
+
+def _pick(values: list, positions: list[int]) -> list:
+    return [values[p] for p in positions]
+
+
+def _lookup(column: list[str], judge) -> tuple[list, dict[str, str]]:
+    """Judge each distinct cell once (a column of countries or dates holds few distinct values).
+
+    judge(text) returns the value or raises ValueError; returns the values in column order and
+    the error message of each distinct cell that failed.
+    """
+    values: dict[str, object] = {}
+    errors: dict[str, str] = {}
+    for text in set(column):
+        try:
+            values[text] = judge(text)
+        except ValueError as exc:
+            values[text] = None
+            errors[text] = str(exc)
+    return list(map(values.__getitem__, column)), errors
+
+
+def _country_or_blank(text: str) -> str:
+    return parse_country(text) if text.strip() else ""
+
+
+def _date_or_none(text: str) -> datetime | None:
+    if not text.strip():
+        return None
+    try:
+        return parse_date(text)
+    except ValueError:
+        raise ValueError(f"unparsable date: {text.strip()}") from None
 
 
 @dataclass
 class RowChecker:
-    """Judge rows in file order; remembers accepted addresses so later duplicates are refused."""
+    """Judge chunks in file order; remembers accepted addresses so later duplicates are refused."""
 
     header: list[str]
     mapping: dict[str, str]
@@ -168,43 +255,68 @@ class RowChecker:
         if not self.use_consent:
             index.pop("consent", None)
 
-    def check(self, row: list[str]) -> Staged | str:
-        """Return the staged row, or the reason it is rejected."""
-        index = self.index
-        raw_email = row[index["email"]]
-        if not raw_email.strip():
-            return "missing email"
-        try:
-            email = fast_normalise_email(raw_email)
-        except InvalidEmail as exc:
-            return f"invalid email: {exc}"
-        if email in self.seen:
-            return "duplicate within the file"
-        staged = Staged(email=email, row=row)
+    def judge(self, chunk: Chunk) -> Judged:
+        """Split a chunk into accepted rows and (row, reason) rejections, by the file alone.
+
+        Column at a time: each rule runs over a whole column (distinct values once where few),
+        then one pass in file order picks each row's first problem -- missing or invalid email,
+        duplicate, a field too long, country, date, in that order -- exactly as a row-by-row
+        check would, and remembers the addresses it accepts.
+        """
+        n, columns, index = chunk.size, chunk.columns, self.index
+        raw_emails = columns[index["email"]]
+        emails, email_errors = normalise_emails(raw_emails)
+        values: dict[str, list] = {}
+        problems: dict[int, str] = {}  # position -> first problem after the email, in rule order
         for name in ("first_name", "last_name", "postal_code", "comment"):
             i = index.get(name)
-            if i is not None:
-                value = row[i].strip()
-                if name == "comment" and "\r" in value:
-                    value = value.replace("\r\n", "\n").replace("\r", "\n")
-                limit = MAX_LENGTHS.get(name)
-                if limit and len(value) > limit:
-                    return f"{name.replace('_', ' ')} longer than {limit} characters"
-                setattr(staged, name, value)
-        i = index.get("country")
-        if i is not None and row[i].strip():
-            try:
-                staged.country = parse_country(row[i])
-            except ValueError as exc:
-                return str(exc)
-        i = index.get("signed_at")
-        if i is not None and row[i].strip():
-            try:
-                staged.signed_at = parse_date(row[i])
-            except ValueError:
-                return f"unparsable date: {row[i].strip()}"
+            if i is None:
+                values[name] = [""] * n
+                continue
+            column = list(map(str.strip, columns[i]))
+            if name == "comment" and "\r" in "".join(column):
+                column = [v.replace("\r\n", "\n").replace("\r", "\n") if "\r" in v else v for v in column]
+            limit = MAX_LENGTHS.get(name)
+            if limit and max(map(len, column), default=0) > limit:
+                reason = f"{name.replace('_', ' ')} longer than {limit} characters"
+                for p, value in enumerate(column):
+                    if len(value) > limit:
+                        problems.setdefault(p, reason)
+            values[name] = column
+        for name, judge, blank in (("country", _country_or_blank, ""), ("signed_at", _date_or_none, None)):
+            i = index.get(name)
+            if i is None:
+                values[name] = [blank] * n
+                continue
+            values[name], errors = _lookup(columns[i], judge)
+            if errors:
+                for p, text in enumerate(columns[i]):
+                    if text in errors:
+                        problems.setdefault(p, errors[text])
         i = index.get("consent")
-        if i is not None:
-            staged.consent = row[i].strip().lower() in OPTED_IN
-        self.seen.add(email)
-        return staged
+        if i is None:
+            values["consent"] = [False] * n
+        else:
+            values["consent"] = _lookup(columns[i], lambda text: text.strip().lower() in OPTED_IN)[0]
+
+        seen = self.seen
+        positions: list[int] = []
+        rejected: list[tuple[list[str], str]] = []
+        for p, email in enumerate(emails):
+            if email is None:
+                reason = f"invalid email: {email_errors[p]}" if raw_emails[p].strip() else "missing email"
+            elif email in seen:
+                reason = DUPLICATE
+            elif problems and p in problems:
+                reason = problems[p]
+            else:
+                seen.add(email)
+                positions.append(p)
+                continue
+            rejected.append((chunk.row(p), reason))
+        values["email"] = emails
+        if len(positions) == n:
+            accepted = Accepted(positions, {k: values[k] for k in STAGED_FIELDS})
+        else:
+            accepted = Accepted(positions, {k: _pick(values[k], positions) for k in STAGED_FIELDS})
+        return Judged(accepted, rejected)

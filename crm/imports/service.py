@@ -112,8 +112,7 @@ def preview(job: ImportJob, limit: int = PREVIEW_ROWS) -> list[PreviewRow]:
     info = file_info(job)
     checker = RowChecker(info.header, job.mapping, use_consent=job.options.get("consent") == "column")
     rows = next(iter_chunks(job.stored_path, info, chunk_rows=limit), [])
-    accepted, rejected = judge_chunk(checker, rows)
-    problems = {id(row): reason for row, reason in rejected}
+    problems = {id(row): reason for row, reason in judge_chunk(checker, rows).rejected}
     shown = [(c, f) for c, f in job.mapping.items() if f != "ignore"]
     index = {c: i for i, c in enumerate(info.header)}
     return [PreviewRow(n, {f: row[index[c]] for c, f in shown}, problems.get(id(row), ""))
