@@ -1,4 +1,4 @@
-"""Segment count and sample timings for the issue's five-condition segment on PostgreSQL.
+"""Segment count and sample timings for the issue's five-condition segment on PostgreSQL or SQLite.
 
 Data, generated inside PostgreSQL with generate_series (seeded, so runs are comparable):
 
@@ -16,6 +16,11 @@ bench drops and recreates the schema of `bench`, so the two must not share it), 
 missing and reused while the sizes match (a table bench_meta records them; --rebuild forces a
 rebuild). --drop drops the database afterwards: at 10M events it takes about 4 GB.
 
+--sqlite runs the same segment on SQLite instead: the same shares generated in Python (seeded),
+200,000 supporters and 10 events per supporter unless told otherwise, in the file
+BENCH_SEGMENT_SQLITE_PATH (default crm-bench-segments.sqlite3 in the temp folder), reused while
+the sizes match; --explain prints EXPLAIN QUERY PLAN there.
+
 The segment (the issue's): signed petition 1 or 2 AND subscribed AND postal code starting with
 SW1 or N1 AND has not opened a campaign email in the last 90 days AND not tagged "tag3". Each
 query runs 5 times; the median is reported. --explain prints EXPLAIN (ANALYZE, BUFFERS) of the
@@ -24,6 +29,7 @@ count and the sample.
     python -m bench segments
     python -m bench.bench_segments --events 10000000 --explain --drop
     python -m bench.bench_segments --supporters 200000 --events 2000000
+    python -m bench.bench_segments --sqlite --explain
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ import time
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/bench_segments"
 DEFAULT_SUPPORTERS = 1_000_000
 DEFAULT_EVENTS = 1_000_000
+DEFAULT_SQLITE_SUPPORTERS = 200_000
+DEFAULT_SQLITE_PATH = os.path.join(tempfile.gettempdir(), "crm-bench-segments.sqlite3")
 CAMPAIGNS = 20
 EVENTS_PER_MESSAGE = 2.0  # the generator below averages about this many
 
@@ -159,6 +167,117 @@ def build_engagement(n: int, events: int) -> float:
     return time.perf_counter() - started
 
 
+POSTCODES = ("SW1A 1AA", "sw1p 3bu", "N1 9GU", "N19 5AA", "E1 6AN", "M1 1AE", "LS1 4AP", "B1 1AA", "G1 1XQ",
+             "EH1 1YZ")
+STATUSES = ((0.70, "subscribed"), (0.85, "unsubscribed"), (0.90, "bouncing"), (0.92, "complained"),
+            (1.0, "never_subscribed"))
+SOURCES = ("petition:bench-1", "petition:bench-2", "import:1", "api")
+
+
+def build_sqlite(n: int, events: int) -> float:
+    """The same data as the PostgreSQL generator (same shares, its own seeded stream) on SQLite.
+
+    Rows go in through SQLAlchemy Core so timestamps are stored exactly as the app stores them.
+    """
+    import random
+    from datetime import timedelta
+
+    from flask_migrate import upgrade
+    from sqlalchemy import text
+
+    from crm.extensions import db
+    from crm.models import Campaign, EngagementEvent, Message, Petition, Signature, Supporter, Tag, supporter_tag
+    from crm.models.base import utcnow
+
+    started = time.perf_counter()
+    upgrade()
+    rng = random.Random(42)
+    now = utcnow()
+    day = timedelta(days=1)
+
+    def chunks(rows, size=50_000):
+        batch = []
+        for row in rows:
+            batch.append(row)
+            if len(batch) == size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def status() -> str:
+        r = rng.random()
+        return next(name for limit, name in STATUSES if r < limit)
+
+    def supporters():
+        for g in range(1, n + 1):
+            yield {"id": g, "email": f"bench{g}@example.net", "first_name": f"First{g}", "last_name": f"Last{g % 5000}",
+                   "postal_code": rng.choice(POSTCODES),
+                   "country": "GB" if rng.random() < 0.8 else rng.choice(("FR", "IE", "DE")),
+                   "email_status": status(), "source": rng.choice(SOURCES),
+                   "custom_fields": {"branch": f"Branch {g % 50}"}, "notes": "",
+                   "created_at": now - rng.random() * 1000 * day, "updated_at": now}
+
+    def signatures():
+        seen = set()
+        for _ in range(3):
+            for sid in range(1, n + 1):
+                pid = 1 + int(rng.random() ** 2 * 200)
+                if (pid, sid) not in seen:
+                    seen.add((pid, sid))
+                    yield {"petition_id": pid, "supporter_id": sid, "created_at": now - rng.random() * 800 * day}
+
+    share = min(1.0, events / (CAMPAIGNS * n * 0.6 * 3.3))
+    campaigns = [{"id": c, "name": f"Bench update {c}", "subject": f"Update {c}", "track_opens": True,
+                  "track_clicks": True, "status": "sent", "started_at": now - c * 10 * day,
+                  "finished_at": now - c * 10 * day, "created_at": now - c * 10 * day} for c in range(1, CAMPAIGNS + 1)]
+
+    def messages():
+        ident = 0
+        for campaign in campaigns:
+            for sid in range(1, n + 1):
+                if rng.random() < share:
+                    ident += 1
+                    yield {"id": ident, "campaign_id": campaign["id"], "supporter_id": sid,
+                           "email": f"bench{sid}@example.net", "status": "sent", "attempts": 1,
+                           "created_at": campaign["started_at"],
+                           "sent_at": campaign["started_at"] + rng.random() * day / 12}
+
+    def engagement(sent):
+        for m in sent:
+            if (m["supporter_id"] * 2654435761) % 100 >= 60:
+                continue
+            for _ in range(6):
+                if rng.random() < 0.47:
+                    yield {"message_id": m["id"], "supporter_id": m["supporter_id"], "campaign_id": m["campaign_id"],
+                           "kind": "open", "url": "", "created_at": m["sent_at"] + rng.random() * 7 * day}
+            if rng.random() < 0.5:
+                yield {"message_id": m["id"], "supporter_id": m["supporter_id"], "campaign_id": m["campaign_id"],
+                       "kind": "click", "url": "https://example.org/act",
+                       "created_at": m["sent_at"] + rng.random() * 7 * day}
+
+    with db.engine.begin() as conn:
+        conn.execute(text("CREATE TABLE bench_meta (key text PRIMARY KEY, value bigint NOT NULL)"))
+        conn.execute(Petition.__table__.insert(), [
+            {"slug": f"bench-{p}", "title": f"Bench petition {p}", "goal": 100000, "consent_wording": "Updates.",
+             "status": "open"} for p in range(1, 201)])
+        conn.execute(Tag.__table__.insert(), [{"name": f"tag{t}"} for t in range(1, 11)])
+        for table, rows in ((Supporter.__table__, supporters()), (Signature.__table__, signatures())):
+            for batch in chunks(rows):
+                conn.execute(table.insert(), batch)
+        conn.execute(supporter_tag.insert(), [{"supporter_id": sid, "tag_id": 1 + int(rng.random() * 10)}
+                                              for sid in range(1, n + 1) if rng.random() < 0.3])
+        conn.execute(Campaign.__table__.insert(), campaigns)
+        for batch in chunks(messages()):
+            conn.execute(Message.__table__.insert(), batch)
+            conn.execute(EngagementEvent.__table__.insert(), list(engagement(batch)))
+        conn.execute(text("INSERT INTO bench_meta VALUES ('supporters', :n), ('events', :e)"),
+                     {"n": n, "e": events})
+    with db.engine.connect() as conn:
+        conn.exec_driver_sql("ANALYZE")
+    return time.perf_counter() - started
+
+
 def the_segment() -> dict:
     """The issue's five conditions."""
     from crm.extensions import db
@@ -189,12 +308,29 @@ def timed(fn, repeat: int = 5) -> tuple[float, object]:
 
 
 def explain(statement) -> str:
+    """EXPLAIN (ANALYZE, BUFFERS) on PostgreSQL, EXPLAIN QUERY PLAN on SQLite, of the statement as
+    the app runs it: bound values (SQLite plans differently when values are inlined)."""
+    from sqlalchemy import event
+
     from crm.extensions import db
 
-    compiled = statement.compile(dialect=db.engine.dialect, compile_kwargs={"render_postcompile": True})
+    is_sqlite = db.engine.dialect.name == "sqlite"
+    prefix = "EXPLAIN QUERY PLAN " if is_sqlite else "EXPLAIN (ANALYZE, BUFFERS) "
+
+    def explained(conn, cursor, sql, parameters, context, executemany):
+        return prefix + sql, parameters
+
     with db.engine.connect() as conn:
-        rows = conn.exec_driver_sql("EXPLAIN (ANALYZE, BUFFERS) " + str(compiled), compiled.params).all()
-    return "\n".join(row[0] for row in rows)
+        event.listen(conn, "before_cursor_execute", explained, retval=True)
+        rows = conn.execute(statement).cursor.fetchall()
+    if not is_sqlite:
+        return "\n".join(row[0] for row in rows)
+    depth = {0: -1}
+    lines = []
+    for ident, parent, _, detail in rows:
+        depth[ident] = depth.get(parent, -1) + 1
+        lines.append("  " * depth[ident] + detail)
+    return "\n".join(lines)
 
 
 def _meta(key: str) -> int | None:
@@ -208,7 +344,7 @@ def _meta(key: str) -> int | None:
 
 
 def run(supporters: int | None = None, events: int | None = None, *, rebuild: bool = False,
-        show_plans: bool = False, drop: bool = False) -> list[dict]:
+        show_plans: bool = False, drop: bool = False, sqlite: bool = False) -> list[dict]:
     from sqlalchemy import func, select
 
     from crm import create_app
@@ -217,26 +353,41 @@ def run(supporters: int | None = None, events: int | None = None, *, rebuild: bo
     from crm.segments import compiler
     from crm.segments.rules import validate
 
-    url = os.environ.get("BENCH_SEGMENT_DATABASE_URL", DEFAULT_URL)
-    if url.rpartition("/")[2] == "test":
-        raise SystemExit("BENCH_SEGMENT_DATABASE_URL must not be the test suite's database `test`")
-    n = supporters or int(os.environ.get("BENCH_SEGMENT_SUPPORTERS", DEFAULT_SUPPORTERS))
-    events = events or int(os.environ.get("BENCH_SEGMENT_EVENTS", DEFAULT_EVENTS))
+    sqlite = sqlite or bool(os.environ.get("BENCH_SEGMENT_SQLITE"))
+    n = supporters or int(os.environ.get("BENCH_SEGMENT_SUPPORTERS",
+                                         DEFAULT_SQLITE_SUPPORTERS if sqlite else DEFAULT_SUPPORTERS))
+    events = events or int(os.environ.get("BENCH_SEGMENT_EVENTS", n * 10 if sqlite else DEFAULT_EVENTS))
     rebuild = rebuild or bool(os.environ.get("BENCH_SEGMENT_REBUILD"))
     show_plans = show_plans or bool(os.environ.get("BENCH_SEGMENT_EXPLAIN"))
-    ensure_database(url)
+    if sqlite:
+        path = os.environ.get("BENCH_SEGMENT_SQLITE_PATH", DEFAULT_SQLITE_PATH)
+        url = f"sqlite:///{path}"
+    else:
+        url = os.environ.get("BENCH_SEGMENT_DATABASE_URL", DEFAULT_URL)
+        if url.rpartition("/")[2] == "test":
+            raise SystemExit("BENCH_SEGMENT_DATABASE_URL must not be the test suite's database `test`")
+        ensure_database(url)
     instance = tempfile.TemporaryDirectory(prefix="crm-bench-")
     app = create_app({"CRM_ENV": "testing", "SECRET_KEY": "bench", "DATABASE_URL": url,
                       "INSTANCE_PATH": instance.name})
     rows = []
     try:
         with app.app_context():
-            if rebuild or _meta("supporters") != n:
+            if sqlite and (rebuild or _meta("supporters") != n or _meta("events") != events):
+                db.session.remove()
+                db.engine.dispose()
+                for suffix in ("", "-wal", "-shm"):
+                    if os.path.exists(path + suffix):
+                        os.remove(path + suffix)
+                seconds = build_sqlite(n, events)
+                rows.append({"case": "generate (SQLite)", "value": f"{seconds:.1f}", "unit": "s",
+                             "notes": f"{n:,} supporters, about {events:,} events, then ANALYZE"})
+            if not sqlite and (rebuild or _meta("supporters") != n):
                 db.session.remove()
                 seconds = build_schema_and_supporters(n)
                 rows.append({"case": "generate supporters", "value": f"{seconds:.1f}", "unit": "s",
                              "notes": f"{n:,} supporters, signatures, tags via generate_series"})
-            if rebuild or _meta("events") != events:
+            if not sqlite and (rebuild or _meta("events") != events):
                 db.session.remove()
                 seconds = build_engagement(n, events)
                 rows.append({"case": "generate engagement", "value": f"{seconds:.1f}", "unit": "s",
@@ -249,7 +400,8 @@ def run(supporters: int | None = None, events: int | None = None, *, rebuild: bo
             validate_s, _ = timed(lambda: validate(the_segment()))
             rows += [
                 {"case": "data", "value": f"{n:,}", "unit": "supporters",
-                 "notes": f"{counts['signature']:,} signatures, {counts['message']:,} messages, "
+                 "notes": f"{'SQLite' if sqlite else 'PostgreSQL'}: {counts['signature']:,} signatures, "
+                          f"{counts['message']:,} messages, "
                           f"{counts['engagement_event']:,} engagement events"},
                 {"case": "five-condition count", "value": f"{count_s * 1000:.0f}", "unit": "ms",
                  "notes": f"{matched:,} match; target 500 ms"},
@@ -266,7 +418,11 @@ def run(supporters: int | None = None, events: int | None = None, *, rebuild: bo
             db.engine.dispose()
     finally:
         instance.cleanup()
-        if drop:
+        if drop and sqlite:
+            for suffix in ("", "-wal", "-shm"):
+                if os.path.exists(path + suffix):
+                    os.remove(path + suffix)
+        elif drop:
             drop_database(url)
     return rows
 
@@ -280,9 +436,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rebuild", action="store_true", help="regenerate even if the sizes match")
     parser.add_argument("--explain", action="store_true", help="print EXPLAIN (ANALYZE, BUFFERS)")
     parser.add_argument("--drop", action="store_true", help="drop the bench database afterwards")
+    parser.add_argument("--sqlite", action="store_true",
+                        help=f"SQLite instead (default {DEFAULT_SQLITE_SUPPORTERS:,} supporters, 10 events each)")
     args = parser.parse_args(argv)
     print_table([{"benchmark": "segments", **row} for row in run(
-        args.supporters, args.events, rebuild=args.rebuild, show_plans=args.explain, drop=args.drop)])
+        args.supporters, args.events, rebuild=args.rebuild, show_plans=args.explain, drop=args.drop,
+        sqlite=args.sqlite)])
 
 
 if __name__ == "__main__":

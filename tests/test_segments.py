@@ -227,7 +227,8 @@ def test_opened_clicked_and_never_opened(app):
 
 
 def test_engagement_compiles_to_bound_exists_and_count_subqueries(app):
-    """Engagement conditions are EXISTS / NOT EXISTS / correlated COUNT with bound values."""
+    """Engagement conditions are EXISTS / NOT EXISTS / correlated COUNT with bound values; only
+    the event kind, the compiler's own constant, is written out (the partial indexes need it)."""
     spring = make_campaign(status="sent")
     tree = group(cond("engagement", "not_received", {"within_days": 14}),
                  cond("engagement", "opened", {"campaign_id": spring.id}),
@@ -236,8 +237,70 @@ def test_engagement_compiles_to_bound_exists_and_count_subqueries(app):
     sql = str(compiled)
     assert "NOT (EXISTS (SELECT" in sql and "FROM engagement_event" in sql
     assert "(SELECT count(*) AS count_1" in sql and "FROM message" in sql
-    assert "737" not in sql and "'sent'" not in sql and "'open'" not in sql
-    assert {737, spring.id, "sent", "open"} <= set(compiled.params.values())
+    assert "737" not in sql and "'sent'" not in sql
+    assert "engagement_event.kind = 'open'" in sql
+    assert {737, spring.id, "sent"} <= set(compiled.params.values())
+
+
+def test_engagement_probes_use_the_partial_index_of_their_kind(app):
+    """Opened / clicked conditions probe ix_engagement_event_{open,click}_supporter_created.
+
+    The statement is explained as the app runs it, values bound. On a near-empty table
+    PostgreSQL would rather scan, so scans are priced out for the check.
+    """
+    from sqlalchemy import event
+
+    def explained(conn, cursor, sql, parameters, context, executemany):
+        prefix = "EXPLAIN QUERY PLAN " if db.engine.dialect.name == "sqlite" else "EXPLAIN "
+        return prefix + sql, parameters
+
+    for op, index in (("not_opened", "ix_engagement_event_open_supporter_created"),
+                      ("clicked", "ix_engagement_event_click_supporter_created")):
+        with db.engine.connect() as connection:
+            if db.engine.dialect.name == "postgresql":
+                connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
+                connection.exec_driver_sql("SET LOCAL enable_bitmapscan = off")
+            event.listen(connection, "before_cursor_execute", explained, retval=True)
+            statement = compiler.segment_query(group(cond("engagement", op, {"within_days": 90})))
+            plan = "\n".join(str(row[-1]) for row in connection.execute(statement).cursor.fetchall())
+        assert index in plan, plan
+
+
+def test_partial_index_serves_a_generic_plan_on_postgresql(app):
+    """A prepared statement's generic plan still probes the open index: the kind is not a parameter.
+
+    psycopg server-prepares a statement on its 6th run and PostgreSQL then plans it without its
+    values; a bound kind could not be matched to the index predicate kind = 'open'.
+    """
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("generic plans are PostgreSQL's")
+    from psycopg import sql
+    from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+
+    statement = compiler.segment_query(group(cond("engagement", "not_opened", {"within_days": 90})))
+    compiled = statement.compile(dialect=PGDialect_psycopg(paramstyle="numeric_dollar"),
+                                 compile_kwargs={"render_postcompile": True})
+    with db.engine.connect() as connection:
+        for setting in ("plan_cache_mode = force_generic_plan", "enable_seqscan = off", "enable_bitmapscan = off"):
+            connection.exec_driver_sql(f"SET LOCAL {setting}")
+        connection.exec_driver_sql(f"PREPARE segment_probe AS {compiled}")
+        raw = connection.connection.driver_connection
+        values = ", ".join(sql.Literal(compiled.params[name]).as_string(raw) for name in compiled.positiontup)
+        plan = "\n".join(row[0] for row in connection.exec_driver_sql(f"EXPLAIN EXECUTE segment_probe({values})"))
+        connection.exec_driver_sql("DEALLOCATE segment_probe")
+    assert "ix_engagement_event_open_supporter_created" in plan, plan
+
+
+def test_segment_indexes_exist_after_migrating(app):
+    """Migration 0007: one partial index per engagement kind; the postal expression index on PostgreSQL."""
+    from sqlalchemy import inspect
+
+    inspector = inspect(db.engine)
+    events = {ix["name"] for ix in inspector.get_indexes("engagement_event")}
+    assert {"ix_engagement_event_open_supporter_created", "ix_engagement_event_click_supporter_created"} <= events
+    assert "ix_engagement_event_supporter_kind_created" not in events
+    supporters = {ix["name"] for ix in inspector.get_indexes("supporter")}
+    assert ("ix_supporter_postal_upper" in supporters) == (db.engine.dialect.name == "postgresql")
 
 
 def test_engagement_summary_sentences(app):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from crm.models.base import Base, Timestamps, utcnow
@@ -139,6 +139,10 @@ class EngagementEvent(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-# Engagement segment conditions read "this supporter, this kind, since then".
-Index("ix_engagement_event_supporter_kind_created", EngagementEvent.supporter_id, EngagementEvent.kind,
-      EngagementEvent.created_at)
+# Engagement segment conditions read "this supporter opened (clicked) since then": one partial
+# index per kind (migration 0007); the compiler writes the kind as a literal so both databases
+# can use them.
+Index("ix_engagement_event_open_supporter_created", EngagementEvent.supporter_id, EngagementEvent.created_at,
+      postgresql_where=text("kind = 'open'"), sqlite_where=text("kind = 'open'"))
+Index("ix_engagement_event_click_supporter_created", EngagementEvent.supporter_id, EngagementEvent.created_at,
+      postgresql_where=text("kind = 'click'"), sqlite_where=text("kind = 'click'"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, ForeignKey, Index, String, Table, Text
+from sqlalchemy import JSON, Column, ForeignKey, Index, String, Table, Text, func
 from sqlalchemy.orm import Mapped, WriteOnlyMapped, mapped_column, relationship
 
 from crm.models.base import Base, Timestamps, utcnow
@@ -60,6 +60,12 @@ class Supporter(Timestamps, Base):
     @property
     def full_name(self) -> str:
         return " ".join(p for p in (self.first_name, self.last_name) if p)
+
+
+# The segment postal-prefix condition's expression (crm/segments/compiler.py); PostgreSQL only,
+# for its statistics and prefix range scans (migration 0007).
+Index("ix_supporter_postal_upper", func.upper(Supporter.__table__.c.postal_code.collate("C"))).ddl_if(
+    dialect="postgresql")
 
 
 class ConsentEvent(Base):
