@@ -7,7 +7,8 @@ One run:
 1. PostgreSQL database BENCH_SIGNING_DATABASE_URL (default .../bench_signing, created if
    missing, never `test` or `bench`): schema dropped and migrated afresh (flask_migrate
    upgrade), one open petition with implied consent, optionally already holding
-   BENCH_SIGNING_EXISTING signatures (its page and thank-you page count them on every view).
+   BENCH_SIGNING_EXISTING signatures (its page and thank-you page show the count, which a
+   COUNT would read in full: the public pages cache it in Redis for a few seconds).
    Redis BENCH_SIGNING_REDIS_URL (default db 13) is flushed.
 2. gunicorn serves crm.wsgi:app with 2 workers,
    CRM_ENV=production. The per-IP limit (SIGN_RATE_LIMIT, default 20/10 minutes) would refuse

@@ -219,3 +219,23 @@ def test_signature_counts_do_not_load_rows(app):
     stats = service.petition_stats(petition)
     assert stats.signatures == 0 and stats.opt_in_rate is None
     assert db.session.scalar(db.select(db.func.count()).select_from(Signature)) == 0
+
+
+def test_markdown_cache_follows_edits(app, client):
+    """The public page's cached Markdown shows an edited body at once (the cache is keyed on the text)."""
+    petition = factories.make_petition(body="Original **version**")
+    assert "Original <strong>version</strong>" in client.get(f"/p/{petition.slug}").text
+    assert service.render_markdown("Original **version**") is service.render_markdown("Original **version**")
+    service.save_petition({"slug": petition.slug, "title": petition.title, "goal": 10, "body": "Second _take_",
+                           "consent_mode": "implied", "consent_wording": petition.consent_wording}, petition)
+    page = client.get(f"/p/{petition.slug}").text
+    assert "Second <em>take</em>" in page and "Original" not in page
+
+
+def test_long_markdown_is_rendered_but_not_cached(app):
+    """A body over the cache's size limit is still rendered and sanitised, just not kept."""
+    text = "x" * service.MARKDOWN_CACHE_MAX_CHARS + " <script>alert(1)</script>"
+    before = service._render_markdown_cached.cache_info().currsize
+    html = str(service.render_markdown(text))
+    assert html.startswith("<p>xxx") and "<script>" not in html
+    assert service._render_markdown_cached.cache_info().currsize == before

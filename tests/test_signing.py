@@ -1,10 +1,16 @@
 """Public petition pages and signing: supporters, signatures and consent proof, and abuse guards."""
 
 import re
+import threading
+import time
+from contextlib import contextmanager
+from types import SimpleNamespace
 
 import pytest
+import redis
 from sqlalchemy import event
 
+from crm.database import is_postgres
 from crm.extensions import db
 from crm.models import ConsentEvent, ConsentWording, Signature, Supporter
 from crm.petitions import service
@@ -311,3 +317,171 @@ def test_concurrent_duplicate_is_absorbed(app, client):
         event.remove(db.engine, "before_cursor_execute", twin_signs_first)
     assert raced and response.status_code == 200 and "You had already signed" in response.text
     assert count(Signature) == 1
+
+
+@contextmanager
+def statements_run():
+    """Collect the SQL statements sent to the database inside the block."""
+    seen = []
+
+    def collect(conn, cursor, statement, parameters, context, executemany):
+        seen.append(" ".join(statement.split()))
+
+    event.listen(db.engine, "before_cursor_execute", collect)
+    try:
+        yield seen
+    finally:
+        event.remove(db.engine, "before_cursor_execute", collect)
+
+
+def test_form_view_is_one_select(app, client):
+    """Once the wording row exists and the count is cached, a form view runs one SELECT and writes nothing."""
+    petition = factories.make_petition()
+    url = f"/p/{petition.slug}"  # read now: the test shares the request's session, which commits
+    client.get(url)  # stores the legacy petition's wording row, caches the count
+    wording = petition.consent_wording
+    with statements_run() as seen:
+        response = client.get(url)
+    assert response.status_code == 200 and wording in response.text
+    assert len(seen) == 1 and seen[0].startswith("SELECT petition.id")
+    assert "consent_wording" in seen[0]  # the current wording comes in the same statement
+
+
+def test_new_signer_is_one_statement_on_postgresql(app, client):
+    """On PostgreSQL a new address is signed with one statement after the petition lookup."""
+    if not is_postgres():
+        pytest.skip("the single-statement path is PostgreSQL's (data-modifying CTEs)")
+    # Only the slug: the test shares the request's session, whose commit would expire a model
+    # and reload it (one more statement) inside the block.
+    petition = SimpleNamespace(slug=factories.make_petition().slug)
+    client.get(f"/p/{petition.slug}")
+    with statements_run() as seen:
+        response = sign(client, petition)
+    assert response.status_code == 200 and "your signature has been added" in response.text
+    assert len(seen) == 2 and seen[0].startswith("SELECT petition.id")
+    assert seen[1].startswith("WITH new_supporter AS")
+    assert count(Signature) == 1 and count(Supporter) == 1 and count(ConsentEvent) == 1
+
+
+def test_count_is_cached_and_refreshed_after_its_lifetime(make_app):
+    """Signatures added elsewhere appear on the public page once the cached count's lifetime ends."""
+    app = make_app(SIGNATURE_COUNT_CACHE_SECONDS=0.3)
+    with app.app_context():
+        petition = factories.make_petition(goal=100)
+        factories.make_signature(petition, factories.make_supporter())
+        client = app.test_client()
+        assert "<strong>1</strong> signatures" in client.get(f"/p/{petition.slug}").text
+        factories.make_signature(petition, factories.make_supporter())  # an import, say
+        assert "<strong>1</strong> signatures" in client.get(f"/p/{petition.slug}").text
+        time.sleep(0.4)
+        assert "<strong>2</strong> signatures" in client.get(f"/p/{petition.slug}").text
+        assert service.signature_count(petition) == 2  # the staff side always counts exactly
+
+
+def test_signer_sees_their_signature_counted_at_once(app, client):
+    """A signature through the form bumps the cached count: thank-you page and next view include it."""
+    petition = factories.make_petition()
+    factories.make_signature(petition, factories.make_supporter())
+    assert "<strong>1</strong> signatures" in client.get(f"/p/{petition.slug}").text
+    response = sign(client, petition)
+    assert "<strong>2</strong> people have signed so far" in response.text
+    assert "<strong>2</strong> signatures" in client.get(f"/p/{petition.slug}").text
+    again = sign(client, petition)  # signing twice adds nothing, to the count either
+    assert "You had already signed" in again.text and "<strong>2</strong> people" in again.text
+
+
+def test_count_without_redis_is_exact(app, client, monkeypatch):
+    """If Redis fails, the public pages count in the database rather than fail."""
+    class Broken:
+        def __getattr__(self, name):
+            raise redis.ConnectionError("Redis is down")
+
+    monkeypatch.setattr(service, "get_redis", lambda: Broken())
+    petition = factories.make_petition()
+    factories.make_signature(petition, factories.make_supporter())
+    assert "<strong>1</strong> signatures" in client.get(f"/p/{petition.slug}").text
+    assert "<strong>2</strong> people have signed" in sign(client, petition).text
+
+
+def test_simultaneous_signs_by_one_new_address(make_app):
+    """Two requests signing with the same new address at once: both answered, one signature kept."""
+    app = make_app()
+    with app.app_context():
+        petition = SimpleNamespace(slug=factories.make_petition().slug)
+        app.test_client().get(f"/p/{petition.slug}")  # the wording row exists before the race
+        db.session.remove()
+    start = threading.Barrier(2)
+    answers = []
+
+    def signer():
+        client = app.test_client()
+        start.wait()
+        response = sign(client, petition)  # each request has its own app context and session
+        answers.append((response.status_code, response.text))
+
+    threads = [threading.Thread(target=signer) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(code for code, _ in answers) == [200, 200]
+    texts = [text for _, text in answers]
+    assert sum("your signature has been added" in t for t in texts) == 1
+    assert sum("You had already signed" in t for t in texts) == 1
+    with app.app_context():
+        assert count(Supporter) == 1 and count(Signature) == 1 and count(ConsentEvent) == 1
+
+
+def test_twin_creates_the_new_address_first(app, client):
+    """A twin that commits the same new supporter and signature just before ours: no 500, no duplicate."""
+    petition = factories.make_petition()
+    client.get(f"/p/{petition.slug}")
+    raced = []
+
+    def twin_signs_first(conn, cursor, statement, parameters, context, executemany):
+        # Another request, on its own connection, creates the supporter and signs first.
+        if statement.lstrip().startswith(("WITH new_supporter", "INSERT INTO supporter")) and not raced:
+            raced.append(True)
+            with db.engine.connect() as other:
+                supporter_id = other.execute(db.insert(Supporter).values(
+                    email="ada@example.net", email_status="never_subscribed").returning(Supporter.id)).scalar()
+                other.execute(db.insert(Signature).values(petition_id=petition.id, supporter_id=supporter_id))
+                other.commit()
+
+    event.listen(db.engine, "before_cursor_execute", twin_signs_first)
+    try:
+        response = sign(client, petition)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", twin_signs_first)
+    assert raced and response.status_code == 200 and "You had already signed" in response.text
+    assert count(Supporter) == 1 and count(Signature) == 1 and count(ConsentEvent) == 0
+
+
+def test_long_slug_is_recorded_without_error(app, client):
+    """A slug at its 120-character limit is cut to fit the source columns, never a database error."""
+    petition = factories.make_petition(slug="a" * 120)
+    response = sign(client, petition)
+    assert response.status_code == 200 and "your signature has been added" in response.text
+    supporter = db.session.scalar(db.select(Supporter))
+    (event_,) = events_for(supporter)
+    assert supporter.source == f"petition:{'a' * 120}"[:100]
+    assert event_.source == f"petition:{'a' * 120}"[:120]
+
+
+@pytest.mark.parametrize("version", ["99999999999", "-1", "0", "x", ""])
+def test_unknown_wording_version_records_the_current_one(app, client, version):
+    """A form posted with a version that cannot exist is recorded with the current wording."""
+    petition = factories.make_petition()
+    response = sign(client, petition, wording_version=version)
+    assert response.status_code == 200
+    (event_,) = db.session.scalars(db.select(ConsentEvent)).all()
+    assert event_.wording_version == 1 and event_.wording == petition.consent_wording
+
+
+def test_form_renders_no_none_attributes(app, client):
+    """Fields without errors carry no aria-invalid/aria-describedby (WTForms wrote them as "None")."""
+    petition = factories.make_petition(consent_mode="checkbox")
+    page = client.get(f"/p/{petition.slug}").text
+    assert '"None"' not in page and "aria-invalid" not in page
+    errors = sign(client, petition, email="nope").text
+    assert 'aria-describedby="email-err" aria-invalid="true"' in errors and '"None"' not in errors
