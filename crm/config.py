@@ -37,8 +37,9 @@ ENV_SETTINGS = (
     "UNSUBSCRIBE_MAILTO",
     "BOUNCE_ADDRESS",
 )
-# Sending-pipeline tunables, settable from the environment too; each must be a positive number.
-SEND_TUNABLES = {
+# Tunables, settable from the environment too; each must be a positive number.
+TUNABLES = {
+    "SIGNATURE_COUNT_CACHE_SECONDS": float,
     "SMTP_MAX_CONNECTIONS": int, "SMTP_TIMEOUT_SECONDS": float, "SEND_BATCH_SIZE": int,
     "SEND_CHUNK_SIZE": int, "SEND_FLUSH_EVERY": int, "SEND_RETRIES": int, "SEND_RETRY_BACKOFF_SECONDS": float,
     "SEND_MAX_ATTEMPTS": int, "SEND_HEARTBEAT_SECONDS": int, "SEND_SWEEP_SECONDS": float,
@@ -62,6 +63,7 @@ DEFAULTS = {
     "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
     "MAX_CONTENT_LENGTH": 200 * 1024 * 1024,
     "SIGN_RATE_LIMIT": "20/10 minutes",  # signature attempts per client IP (limits notation)
+    "SIGNATURE_COUNT_CACHE_SECONDS": 5.0,  # how long public pages may show a cached signature count
     "SIGN_REDIRECT_HOSTS": "",  # comma-separated hosts petitions may redirect signers to
     "ORG_TIMEZONE": "UTC",  # campaign schedules are entered and shown in this zone
     "UNSUBSCRIBE_MAILTO": "",  # an address for mailto: List-Unsubscribe (optional)
@@ -85,7 +87,7 @@ DEFAULTS = {
 def load_config(instance_path: str, overrides: dict | None = None) -> dict:
     """Return the finished settings mapping, or raise ConfigError naming the bad variable."""
     config: dict = dict(DEFAULTS)
-    for name in (*ENV_SETTINGS, *SEND_TUNABLES):
+    for name in (*ENV_SETTINGS, *TUNABLES):
         value = os.environ.get(name)
         if value not in (None, ""):
             config[name] = value
@@ -117,7 +119,7 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
         raise ConfigError("SEND_RATE_PER_SECOND", "must be greater than zero")
     config["SEND_RATE_PER_SECOND"] = rate
 
-    for name, kind in SEND_TUNABLES.items():
+    for name, kind in TUNABLES.items():
         try:
             config[name] = kind(config[name])
         except (TypeError, ValueError):
