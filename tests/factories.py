@@ -7,6 +7,7 @@ import itertools
 from crm.extensions import db
 from crm.models import Campaign, Message, Petition, SenderIdentity, Signature, StaffUser, Supporter
 from crm.supporters.consent import record_consent
+from workers.run import run_worker
 
 PASSWORD = "correct-horse-battery"
 _seq = itertools.count(1)
@@ -22,6 +23,13 @@ def make_staff(role: str = "organizer", email: str | None = None, password: str 
     db.session.add(user)
     db.session.commit()
     return user
+
+
+def drain(app) -> None:
+    """Run every queued job in this process until the queues are empty."""
+    db.session.commit()
+    run_worker(app, burst=True, with_scheduler=False)
+    db.session.expire_all()
 
 
 def signed_in_client(app, role: str):

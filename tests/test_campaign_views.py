@@ -19,8 +19,8 @@ from crm.extensions import db
 from crm.models import AuditLog, Campaign, EmailTemplate, Message, Segment, SenderIdentity
 from crm.supporters.consent import record_consent
 from tests import factories
+from tests.factories import drain
 from workers import queue
-from workers.run import run_worker
 
 SUBSCRIBED = {"type": "group", "match": "all", "rules": [
     {"type": "condition", "field": "email_status", "op": "in", "value": ["subscribed"]}]}
@@ -34,13 +34,6 @@ def web(make_app, smtp_server):
     app = make_app(SMTP_URL=smtp_server.url, SEND_RATE_PER_SECOND=1000, SEND_RETRY_BACKOFF_SECONDS=0.01)
     with app.app_context():
         yield app
-
-
-def drain(app) -> None:
-    """Run every queued job in this process until the queues are empty."""
-    db.session.commit()
-    run_worker(app, burst=True, with_scheduler=False)
-    db.session.expire_all()
 
 
 def errors(page: str) -> dict[str, str]:

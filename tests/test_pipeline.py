@@ -28,8 +28,8 @@ from crm.redis_conn import get_redis
 from crm.supporters.consent import record_consent
 from crm.supporters.suppression import suppress
 from tests import factories
+from tests.factories import drain
 from workers import queue
-from workers.run import run_worker
 
 EVERYONE = {"type": "group", "match": "all", "rules": [
     {"type": "condition", "field": "email_status", "op": "in", "value": ["subscribed"]}]}
@@ -47,13 +47,6 @@ def send_app(make_app, smtp):
                    SEND_CHUNK_SIZE=5, SEND_FLUSH_EVERY=5)
     with app.app_context():
         yield app
-
-
-def drain(app) -> None:
-    """Run every queued job in this process until the queues are empty."""
-    db.session.commit()
-    run_worker(app, burst=True, with_scheduler=False)
-    db.session.expire_all()
 
 
 def segment(rules=None) -> Segment:

@@ -11,6 +11,3 @@ class SegmentForm(FlaskForm):
     # The builder keeps the rule tree here as JSON; without JavaScript it can be edited directly.
     rules = TextAreaField("Rules (JSON)", render_kw={"rows": 8, "spellcheck": "false"})
 
-
-class ActionForm(FlaskForm):
-    """Duplicate / delete buttons: only the CSRF token."""

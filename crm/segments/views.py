@@ -20,9 +20,10 @@ from flask_login import current_user
 from crm import exports
 from crm.auth.permissions import requires
 from crm.extensions import db
+from crm.forms import ActionForm, require_action_form
 from crm.models import EMAIL_STATUSES, Segment, utcnow
 from crm.segments import bp, compiler, service
-from crm.segments.forms import ActionForm, SegmentForm
+from crm.segments.forms import SegmentForm
 from crm.segments.rules import EMPTY_TREE, RuleError
 from crm.segments.summary import summarise
 
@@ -111,8 +112,7 @@ def preview():
 @requires("write")
 def duplicate(segment_id: int):
     segment = _segment_or_404(segment_id)
-    if not ActionForm().validate_on_submit():
-        abort(400)
+    require_action_form()
     copy = service.duplicate_segment(segment, current_user.id)
     flash(f"Copied as “{copy.name}”.", "success")
     return redirect(url_for("segments.edit", segment_id=copy.id))
@@ -122,8 +122,7 @@ def duplicate(segment_id: int):
 @requires("write")
 def delete(segment_id: int):
     segment = _segment_or_404(segment_id)
-    if not ActionForm().validate_on_submit():
-        abort(400)
+    require_action_form()
     name = segment.name
     try:
         drafts = service.delete_segment(segment)
