@@ -10,8 +10,7 @@ def number(value) -> str:
 
 
 def init_app(app: Flask) -> None:
-    app.jinja_env.filters["datetime"] = local_time
-    app.jinja_env.filters["local_time"] = local_time
+    app.jinja_env.filters["datetime"] = local_time  # in the organisation's zone (crm/clock.py)
     app.jinja_env.filters["number"] = number
 
     @app.context_processor

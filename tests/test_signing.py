@@ -294,27 +294,38 @@ def test_embed_token_tampering_is_400(app, client, tamper):
     assert response.status_code == 400 and count(Signature) == 0
 
 
+@contextmanager
+def twin_before(statement_starts: tuple[str, ...], twin):
+    """Run `twin(connection)` on a connection of its own, committed, just before our first
+    statement that starts with one of `statement_starts`; yields a list that is non-empty once it ran."""
+    raced: list[bool] = []
+
+    def before(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().startswith(statement_starts) and not raced:
+            raced.append(True)
+            with db.engine.connect() as other:
+                twin(other)
+                other.commit()
+
+    event.listen(db.engine, "before_cursor_execute", before)
+    try:
+        yield raced
+    finally:
+        event.remove(db.engine, "before_cursor_execute", before)
+
+
 def test_concurrent_duplicate_is_absorbed(app, client):
     """A twin request that inserts the same signature between our check and our insert is no 500."""
     petition = factories.make_petition()
     # Fields all known, so our transaction writes nothing before the signature (SQLite locks).
     supporter = factories.make_supporter(email="ada@example.net", postal_code="N1", country="GB")
-    raced = []
 
-    def twin_signs_first(conn, cursor, statement, parameters, context, executemany):
+    def twin_signs_first(other):
         # Another request, on its own connection, commits the same signature first.
-        if statement.startswith("INSERT INTO signature") and not raced:
-            raced.append(True)
-            with db.engine.connect() as other:
-                other.execute(db.insert(Signature).values(petition_id=petition.id,
-                                                          supporter_id=supporter.id))
-                other.commit()
+        other.execute(db.insert(Signature).values(petition_id=petition.id, supporter_id=supporter.id))
 
-    event.listen(db.engine, "before_cursor_execute", twin_signs_first)
-    try:
+    with twin_before(("INSERT INTO signature",), twin_signs_first) as raced:
         response = sign(client, petition)
-    finally:
-        event.remove(db.engine, "before_cursor_execute", twin_signs_first)
     assert raced and response.status_code == 200 and "You had already signed" in response.text
     assert count(Signature) == 1
 
@@ -436,23 +447,15 @@ def test_twin_creates_the_new_address_first(app, client):
     """A twin that commits the same new supporter and signature just before ours: no 500, no duplicate."""
     petition = factories.make_petition()
     client.get(f"/p/{petition.slug}")
-    raced = []
 
-    def twin_signs_first(conn, cursor, statement, parameters, context, executemany):
+    def twin_signs_first(other):
         # Another request, on its own connection, creates the supporter and signs first.
-        if statement.lstrip().startswith(("WITH new_supporter", "INSERT INTO supporter")) and not raced:
-            raced.append(True)
-            with db.engine.connect() as other:
-                supporter_id = other.execute(db.insert(Supporter).values(
-                    email="ada@example.net", email_status="never_subscribed").returning(Supporter.id)).scalar()
-                other.execute(db.insert(Signature).values(petition_id=petition.id, supporter_id=supporter_id))
-                other.commit()
+        supporter_id = other.execute(db.insert(Supporter).values(
+            email="ada@example.net", email_status="never_subscribed").returning(Supporter.id)).scalar()
+        other.execute(db.insert(Signature).values(petition_id=petition.id, supporter_id=supporter_id))
 
-    event.listen(db.engine, "before_cursor_execute", twin_signs_first)
-    try:
+    with twin_before(("WITH new_supporter", "INSERT INTO supporter"), twin_signs_first) as raced:
         response = sign(client, petition)
-    finally:
-        event.remove(db.engine, "before_cursor_execute", twin_signs_first)
     assert raced and response.status_code == 200 and "You had already signed" in response.text
     assert count(Supporter) == 1 and count(Signature) == 1 and count(ConsentEvent) == 0
 
