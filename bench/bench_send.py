@@ -17,7 +17,6 @@ root (smtp-sink drops to `nobody`) and Debian's postfix package:
 
     python -m bench send
     BENCH_SEND_RECIPIENTS=20000 BENCH_SEND_SNAPSHOT=200000 python -m bench.bench_send
-    BENCH_SEND_PROFILE=/tmp/prof python -m bench.bench_send   # and cProfile each worker there
 """
 
 from __future__ import annotations
@@ -217,13 +216,9 @@ def run() -> list[dict]:
                 env.pop("TEST_DATABASE_URL", None)
                 lifecycle.send_now(campaign)
                 started = time.perf_counter()
-                profile_dir = os.environ.get("BENCH_SEND_PROFILE")  # a folder: each worker writes a cProfile
-                workers = [subprocess.Popen([sys.executable,
-                                             *(["-m", "cProfile", "-o", f"{profile_dir}/worker-{i}.prof"]
-                                               if profile_dir else []),
-                                             "-m", "crm.cli", "worker", "--no-scheduler"],
+                workers = [subprocess.Popen([sys.executable, "-m", "crm.cli", "worker", "--no-scheduler"],
                                             env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                           for i in range(processes)]
+                           for _ in range(processes)]
                 # Long-running workers, as in production: a --burst worker that starts while the
                 # start job is still snapshotting finds the queue empty and quits, leaving the
                 # whole campaign to the other one. Stop them (warm shutdown) once it is done.

@@ -95,9 +95,20 @@ _strict_env = _Environment(autoescape=True, undefined=StrictUndefined)
 
 @dataclass(frozen=True)
 class Rendered:
+    """One recipient's message. The bodies are kept as the pieces Jinja produced: most pieces
+    are the template's unchanging text, which campaigns.mime encodes once per campaign."""
+
     subject: str
-    html: str
-    text: str
+    html_pieces: tuple[str, ...]
+    text_pieces: tuple[str, ...]
+
+    @property
+    def html(self) -> str:
+        return "".join(self.html_pieces)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.text_pieces)
 
 
 class CompiledCampaign:
@@ -120,7 +131,7 @@ class CompiledCampaign:
         if self._preheader is not None:
             shown["preheader"] = " ".join(self._preheader.render(context).split())
         context = {**context, "campaign": shown}
-        return Rendered(subject, self._html.render(context), self._text.render(context))
+        return Rendered(subject, tuple(self._html.generate(context)), tuple(self._text.generate(context)))
 
 
 def compile_mjml(source: str) -> str:

@@ -17,9 +17,12 @@ from __future__ import annotations
 import binascii
 import re
 import secrets
+from collections.abc import Iterable
 from datetime import datetime
 from email.header import Header
 from email.utils import format_datetime, formataddr
+
+from email_validator import EmailNotValidError, validate_email
 
 CRLF = b"\r\n"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
@@ -42,25 +45,118 @@ def encode_header(name: str, value: str) -> bytes:
 
 
 def encode_address(name: str, address: str) -> str:
-    """`Display Name <addr>` with the name quoted or RFC 2047-encoded; the address must be clean."""
+    """`Display Name <addr>` with the name quoted or RFC 2047-encoded; the address must be clean.
+
+    An internationalised domain is written in its ASCII form. A mailbox whose local part is not
+    ASCII can only be written as UTF-8 (RFC 6532), which is sent only over SMTPUTF8.
+    """
     address = clean_header_value(address)
     if any(c in address for c in " <>,;\"") or "@" not in address:
         raise ValueError("not a plain email address")
-    return formataddr((clean_header_value(name), address), charset="utf-8")
+    name, address = clean_header_value(name), ascii_address(address)
+    if address.isascii():
+        return formataddr((name, address), charset="utf-8")
+    if not name:
+        return f"<{address}>"
+    # formataddr quotes or encodes the name but insists on an ASCII address: give it a stand-in.
+    return formataddr((name, "x@x.invalid"), charset="utf-8").removesuffix("<x@x.invalid>") + f"<{address}>"
+
+
+def ascii_address(address: str) -> str:
+    """The address with an internationalised domain in its ASCII (IDNA) form, as SMTP and
+    headers want it; a non-ASCII local part stays as it is (it needs SMTPUTF8)."""
+    if address.isascii():
+        return address
+    try:
+        checked = validate_email(address, check_deliverability=False)
+    except EmailNotValidError:
+        return address  # the relay will say what it makes of it
+    return checked.ascii_email or f"{checked.local_part}@{checked.ascii_domain}"
 
 
 def _address_header(field: str, name: str, address: str) -> bytes:
     value = encode_address(name, address)
     if len(field) + 2 + len(value) > 78 and " <" in value:
         display, _, addr = value.rpartition(" <")
-        return f"{field}: {display}\r\n <{addr}".encode("ascii") + CRLF
-    return f"{field}: {value}".encode("ascii") + CRLF
+        return f"{field}: {display}\r\n <{addr}".encode() + CRLF
+    return f"{field}: {value}".encode() + CRLF
 
 
-def quoted_printable(text: str) -> bytes:
-    """UTF-8 quoted-printable with CRLF line ends (soft breaks keep lines under 76)."""
-    data = text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
-    return binascii.b2a_qp(data, quotetabs=False, istext=True, header=False).replace(b"\n", CRLF)
+def quoted_printable(text: str | Iterable[str], cache: dict[str, bytes] | None = None) -> bytes:
+    """UTF-8 quoted-printable with CRLF line ends and no line over 76 characters.
+
+    `text` may come in pieces (a template's fixed text and the values between it). Each piece
+    is encoded on its own and ends with a soft line break ("=" CRLF), which a decoder removes
+    (RFC 2045 6.7, rule 5), so the pieces join into one valid encoding of the whole text. With
+    a `cache`, a piece seen before (the template's fixed text, the same for every recipient)
+    is not encoded again: encoding it is most of the work of building a message.
+    """
+    pieces = (text,) if isinstance(text, str) else text
+    out = []
+    after_cr = False
+    for piece in pieces:
+        if not piece:
+            continue
+        if after_cr and piece.startswith("\n"):
+            piece = piece[1:]  # the "\n" of a CR LF split between two pieces: one line break
+            if not piece:
+                after_cr = False
+                continue
+        after_cr = piece.endswith("\r")
+        encoded = cache.get(piece) if cache is not None else None
+        if encoded is None:
+            encoded = _encode_piece(piece)
+            if cache is not None:
+                if len(cache) >= CACHED_PIECES_MAX:  # personal values (names, links) fill it up
+                    cache.clear()
+                cache[piece] = encoded
+        out.append(encoded)
+    data = b"".join(out)
+    return data[:-3] if data.endswith(b"=\r\n") else data
+
+
+# Encoded pieces kept per campaign: the template's own (a few dozen) and the latest personal
+# values, dropped all at once when full (a few hundred messages apart).
+CACHED_PIECES_MAX = 1024
+
+
+def _encode_piece(piece: str) -> bytes:
+    """One piece, CRLF line ends; unless it ends a line, it ends with a soft break."""
+    if len(piece) < QP_LINE_MAX and piece.isascii() and piece.isprintable() and "=" not in piece \
+            and not piece.endswith(" "):
+        return piece.encode("ascii") + b"=\r\n"  # nothing to encode (a name, a link)
+    data = piece.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
+    encoded = binascii.b2a_qp(data, quotetabs=False, istext=True, header=False)
+    lines = encoded.split(b"\n")
+    if lines[-1]:
+        lines[-1] += b"="
+        lines.append(b"")
+    return CRLF.join(_short_lines(lines))
+
+
+def _short_lines(lines: list[bytes]) -> list[bytes]:
+    """Lines of at most 76 characters (RFC 2045 6.7, rule 5).
+
+    binascii leaves a line at 77 or 78 when it ends in encoded whitespace ("=20"), and our soft
+    break can add one more; such a line is split with another soft break, never inside an "=XX".
+    """
+    if all(len(line) <= QP_LINE_MAX for line in lines):
+        return lines
+    out = []
+    for line in lines:
+        while len(line) > QP_LINE_MAX:
+            cut = QP_LINE_MAX - 1
+            if line[cut - 1:cut] == b"=":
+                cut -= 1
+            elif line[cut - 2:cut - 1] == b"=":
+                cut -= 2
+            out.append(line[:cut] + b"=")
+            line = line[cut:]
+        out.append(line)
+    return out
+
+
+QP_LINE_MAX = 76
 
 
 def domain_of(address: str) -> str:
@@ -94,12 +190,14 @@ class MessageSkeleton:
         self.html_open = (CRLF + b"--" + b + CRLF + b'Content-Type: text/html; charset="utf-8"' + CRLF
                           + b"Content-Transfer-Encoding: quoted-printable" + CRLF + CRLF)
         self.close = CRLF + b"--" + b + b"--" + CRLF
+        self.encoded_pieces: dict[str, bytes] = {}  # the template's fixed text, encoded once
 
     def message_id(self, message_db_id: int | str) -> str:
         return f"<{message_db_id}.{self.campaign_id}.{secrets.token_hex(6)}@{self.domain}>"
 
-    def build(self, *, to_address: str, to_name: str, subject: str, text: str, html: str, message_id: str,
-              unsubscribe_url: str, message_ref: str, date: datetime) -> bytes:
+    def build(self, *, to_address: str, to_name: str, subject: str, text: str | Iterable[str],
+              html: str | Iterable[str], message_id: str, unsubscribe_url: str, message_ref: str,
+              date: datetime) -> bytes:
         """The complete message as CRLF bytes, ready for smtplib.
 
         `message_ref` ("campaign.message") goes in X-Message-Ref for matching bounces; the mailto
@@ -121,5 +219,5 @@ class MessageSkeleton:
             f"X-Message-Ref: {clean_header_value(message_ref)}".encode("ascii") + CRLF,
             self.static_headers,
         ))
-        return b"".join((head, CRLF, self.text_open, quoted_printable(text), self.html_open,
-                         quoted_printable(html), self.close))
+        return b"".join((head, CRLF, self.text_open, quoted_printable(text, self.encoded_pieces),
+                         self.html_open, quoted_printable(html, self.encoded_pieces), self.close))

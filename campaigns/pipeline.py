@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -30,10 +29,11 @@ from sqlalchemy import update
 
 from campaigns import queries
 from campaigns.compose import CompiledCampaign, campaign_context, compile_campaign, org_context, supporter_context
-from campaigns.mime import MessageSkeleton
+from campaigns.mime import MessageSkeleton, ascii_address
 from campaigns.throttle import ErrorWindow, Heartbeat, RelaySlots, RunState, SendRate, is_alive, set_campaign_state
 from campaigns.tokens import unsubscribe_url
 from campaigns.transport import (
+    DeliveryError,
     PermanentFailure,
     SMTPTransport,
     TemporaryFailure,
@@ -222,20 +222,21 @@ class Renderer:
         msgid = self.skeleton.message_id(message_id if not test else "test")
         raw = self.skeleton.build(
             to_address=person["email"], to_name=context["supporter"].get("full_name", ""), subject=subject,
-            text=parts.text, html=parts.html, message_id=msgid, unsubscribe_url=url,
+            text=parts.text_pieces, html=parts.html_pieces, message_id=msgid, unsubscribe_url=url,
             message_ref=f"{self.skeleton.campaign_id}.{message_id if not test else 'test'}", date=_now())
         return msgid, raw
 
 
 @dataclass
 class _InFlight:
-    """The message the sending thread is delivering: its place in the chunk, row and future."""
+    """The message handed to the relay whose verdict is not read yet (or its first attempt's error)."""
 
     index: int
     row: object
     email: str
     message_id: str
-    future: Future
+    raw: bytes
+    error: DeliveryError | None = None
 
 
 class _Batch:
@@ -266,8 +267,6 @@ class _Batch:
         self.pending: list[dict] = []
         self.failures: list[bool] = []
         self.sent = 0
-        # One thread owns the SMTP connection while a message is in flight (see _send_chunk).
-        self.sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"send-{campaign.id}")
 
     def run(self, after_id: int, upto_id: int) -> int:
         self.heartbeat.beat(force=True)
@@ -282,52 +281,73 @@ class _Batch:
                 cursor = rows[-1].id
                 self._send_chunk(rows)
         finally:
-            self.sender.shutdown(wait=True)
             self.flush()
             self.transport.close()
             self.slots.release(self.holder)
         return self.sent
 
     def _send_chunk(self, rows: list) -> None:
-        """Send a claimed chunk. While one message is on the wire (in the sending thread), the
-        next is rendered here; its outcome is settled before the next one is handed over, so at
-        most one message per batch is ever in flight and outcomes are recorded in order."""
+        """Send a claimed chunk. While the relay reads one message, the next is rendered; then
+        the first one's verdict is read and recorded before the next is handed over, so at most
+        one message per batch is ever in flight and outcomes are recorded in order. (One thread:
+        the relay's work and ours overlap without a second thread contending for the GIL.)"""
         people = queries.recipients([r.supporter_id for r in rows if r.supporter_id is not None],
                                     with_petitions=self.renderer.uses_petitions)
         self.heartbeat.beat()
         self.slots.renew(self.holder)
         in_flight: _InFlight | None = None
-        try:
-            for i, row in enumerate(rows):
-                if self.state.stopped():
-                    if in_flight is not None:
-                        self._settle(in_flight, rows)
-                        in_flight = None
-                    self._give_back([r.id for r in rows[i:]])
-                    return
-                person = people.get(row.supporter_id)
-                if person is None or not person["is_mailable"]:
-                    # Unsubscribed, bounced, erased or suppressed since the snapshot: skip for good.
-                    self._outcome(row.id, "suppressed", error="consent changed before sending")
-                    continue
-                msgid, raw = self.renderer.render_message(row.id, person)
-                self._take_token(len(rows) - i)
+        for i, row in enumerate(rows):
+            if self.state.stopped():
                 if in_flight is not None:
                     self._settle(in_flight, rows)
-                in_flight = _InFlight(i, row, person["email"], msgid,
-                                      self.sender.submit(self._deliver, person["email"], raw))
+                    in_flight = None
+                self._give_back([r.id for r in rows[i:]])
+                return
+            person = people.get(row.supporter_id)
+            if person is None or not person["is_mailable"]:
+                # Unsubscribed, bounced, erased or suppressed since the snapshot: skip for good.
+                self._outcome(row.id, "suppressed", error="consent changed before sending")
+                continue
+            try:
+                msgid, raw = self.renderer.render_message(row.id, person)
+            except ValueError as exc:  # e.g. an address no header can carry: this one fails, the rest go
+                self._outcome(row.id, "failed", error=f"could not build the message: {exc}", failed=True)
+                continue
+            self._take_token(len(rows) - i)
             if in_flight is not None:
                 self._settle(in_flight, rows)
-                in_flight = None
-        finally:
-            if in_flight is not None:  # an unexpected error here: let the send finish, record nothing
-                in_flight.future.exception()  # (its row stays `sending`; the sweep calls it unknown)
+            in_flight = self._start(_InFlight(i, row, person["email"], msgid, raw))
+        if in_flight is not None:
+            self._settle(in_flight, rows)
+        # If anything above raised, the row in flight stays `sending` and the sweep calls it
+        # unknown: it may have been delivered, so it is never sent again.
+
+    def _start(self, flight: _InFlight) -> _InFlight:
+        """Hand the message to the relay; a refusal is kept for _settle to act on, in order."""
+        try:
+            self.transport.start(self.envelope_from, ascii_address(flight.email), flight.raw)
+        except DeliveryError as exc:
+            flight.error = exc
+        return flight
+
+    def _verdict(self, flight: _InFlight) -> None:
+        """Return once the relay accepted the message; raise the DeliveryError that stopped it."""
+        error = flight.error
+        if error is None:
+            try:
+                self.transport.finish()
+                return
+            except DeliveryError as exc:
+                error = exc
+        if not isinstance(error, TemporaryFailure):
+            raise error
+        self._retry(flight.email, flight.raw, error)
 
     def _settle(self, sent: _InFlight, rows: list) -> None:
-        """Wait for the message on the wire and record what happened to it."""
+        """Read the relay's verdict on the message in flight and record it."""
         row = sent.row
         try:
-            sent.future.result()
+            self._verdict(sent)
         except PermanentFailure as exc:
             self._outcome(row.id, "bounced" if exc.user_unknown else "failed", error=str(exc), failed=True)
             if exc.user_unknown:
@@ -359,18 +379,19 @@ class _Batch:
             self.tokens = block
         self.tokens -= 1
 
-    def _deliver(self, recipient: str, raw: bytes) -> None:
-        """Send, retrying 4xx replies and connection failures on a fresh connection with backoff."""
-        for attempt in range(self.retries + 1):
+    def _retry(self, recipient: str, raw: bytes, error: TemporaryFailure) -> None:
+        """After a 4xx or a lost connection: SEND_RETRIES more tries, each on a fresh connection
+        after a doubling pause; raises the last TemporaryFailure if none is accepted."""
+        for attempt in range(self.retries):
+            self.transport.drop()
+            self.heartbeat.beat()
+            time.sleep(self.backoff * (2 ** attempt))
             try:
-                self.transport.deliver(self.envelope_from, recipient, raw)
+                self.transport.deliver(self.envelope_from, ascii_address(recipient), raw)
                 return
-            except TemporaryFailure:
-                if attempt == self.retries:
-                    raise
-                self.transport.drop()
-                self.heartbeat.beat()
-                time.sleep(self.backoff * (2 ** attempt))
+            except TemporaryFailure as exc:
+                error = exc
+        raise error
 
     def _outcome(self, message_id: int, status: str, *, smtp_id: str | None = None, error: str = "",
                  email: str | None = None, failed: bool = False) -> None:

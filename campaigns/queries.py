@@ -146,7 +146,9 @@ _RECORD = (
     .where(message.c.id == bindparam("mid"), message.c.status == "sending")
     .values(status=bindparam("new_status"), sent_at=bindparam("new_sent_at"),
             smtp_message_id=bindparam("new_smtp_id"), error=bindparam("new_error"),
-            email=bindparam("new_email"))
+            # The address it went to when sent (it may have changed since the snapshot); a
+            # failure keeps the snapshot's, so staff can see which address failed.
+            email=func.coalesce(bindparam("new_email", type_=String), message.c.email))
 )
 
 

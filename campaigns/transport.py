@@ -18,6 +18,25 @@ _USER_UNKNOWN = re.compile(r"\b5\.1\.[0-3]\b|\b5\.1\.10\b|user unknown|no such u
                            r"does not exist|invalid recipient", re.IGNORECASE)
 
 
+def _dot_stuffed(message: bytes) -> bytes:
+    """The DATA content (RFC 5321 4.5.2): lines starting "." get another, then CRLF "." CRLF.
+
+    The message must already use CRLF line ends (campaigns.mime builds it so)."""
+    data = (b"." if message.startswith(b".") else b"") + message.replace(b"\n.", b"\n..")
+    return data + (b".\r\n" if data.endswith(b"\r\n") else b"\r\n.\r\n")
+
+
+def _path(address: str) -> str:
+    """An envelope address as SMTP writes it, <local@domain> (RFC 5321 4.1.2).
+
+    Addresses reach us validated (crm.emails); one that could still break the command line
+    (spaces, angle brackets, line breaks) is refused rather than sent.
+    """
+    if not address or "@" not in address or any(c in address for c in " <>\r\n\t"):
+        raise PermanentFailure(None, "not a deliverable envelope address")
+    return f"<{address}>"
+
+
 class DeliveryError(Exception):
     """A message was not delivered; subclasses say whether to retry."""
 
@@ -70,6 +89,7 @@ class SMTPTransport:
         self.settings = settings
         self.timeout = timeout
         self._smtp: smtplib.SMTP | None = None
+        self._awaiting = False  # start() handed over a message whose final reply is unread
 
     @classmethod
     def for_app(cls, app: Flask) -> SMTPTransport:
@@ -91,43 +111,87 @@ class SMTPTransport:
         return self._smtp
 
     def deliver(self, sender: str, recipient: str, message: bytes) -> None:
-        """Send one message to one recipient, saying precisely what went wrong if it fails.
+        """Send one message to one recipient and wait for the relay's verdict."""
+        self.start(sender, recipient, message)
+        self.finish()
 
-        MAIL and RCPT failures are safe to retry; a dropped connection during DATA is not.
+    def start(self, sender: str, recipient: str, message: bytes) -> None:
+        """Hand one message to the relay without waiting for its final reply; finish() reads it.
+
+        Between the two the caller can prepare the next message while the relay reads this one.
+        With PIPELINING (RFC 2920) MAIL, RCPT and DATA go out in one write and their three
+        replies come back together: one round trip for the envelope instead of three. MAIL and
+        RCPT failures are safe to retry; once the content is going out, a dropped connection
+        is not (UncertainDelivery). An address that needs SMTPUTF8 (RFC 6531) is refused for
+        good when the relay does not offer it.
         """
+        if self._awaiting:
+            raise RuntimeError("finish() the message in flight first")
+        smtp = self._session()
+        utf8 = not (sender.isascii() and recipient.isascii())
+        if utf8 and not smtp.has_extn("smtputf8"):
+            raise PermanentFailure(None, "the address needs SMTPUTF8 (RFC 6531), which the relay does not offer")
+        mail = f"MAIL FROM:{_path(sender)}{' SMTPUTF8' if utf8 else ''}\r\n"
+        rcpt = f"RCPT TO:{_path(recipient)}\r\n"
+        try:
+            if smtp.has_extn("pipelining"):
+                smtp.send((mail + rcpt + "DATA\r\n").encode("utf-8"))
+                replies = [smtp.getreply(), smtp.getreply(), smtp.getreply()]
+            else:
+                replies = []
+                for command in (mail, rcpt, "DATA\r\n"):
+                    smtp.send(command.encode("utf-8"))
+                    replies.append(smtp.getreply())
+                    if replies[-1][0] not in (250, 251, 354):
+                        break
+        except (smtplib.SMTPException, OSError) as exc:
+            self.drop()
+            raise TemporaryFailure(None, f"{type(exc).__name__}: {exc}") from None
+        for (code, reply), accepted in zip(replies, ((250,), (250, 251), (354,)), strict=False):
+            if code not in accepted:
+                if replies[-1][0] == 354:  # DATA accepted after a refusal (RFC 2920 3.1): end it empty
+                    self._end_empty_data()
+                self._reset_transaction()
+                raise _refusal(code, reply)
+        try:
+            smtp.send(_dot_stuffed(message))
+        except (smtplib.SMTPException, OSError) as exc:
+            self.drop()
+            raise UncertainDelivery(None, f"{type(exc).__name__}: {exc}") from None
+        self._awaiting = True
+
+    def finish(self) -> None:
+        """The relay's verdict on the message start() handed over: returns if it was accepted."""
+        if not self._awaiting:
+            raise RuntimeError("no message in flight")
+        self._awaiting = False
+        try:
+            code, reply = self._smtp.getreply()
+        except (smtplib.SMTPException, OSError) as exc:
+            self.drop()
+            raise UncertainDelivery(None, f"{type(exc).__name__}: {exc}") from None
+        if code != 250:  # the relay answered: nothing was accepted
+            self._reset_transaction()
+            raise _refusal(code, reply)
+
+    def _session(self) -> smtplib.SMTP:
+        """The open, greeted connection, or TemporaryFailure without a code."""
         try:
             smtp = self.connect()
             smtp.ehlo_or_helo_if_needed()
+            return smtp
         except (smtplib.SMTPException, OSError) as exc:
             # No usable session at all (refused, TLS or login failed): a relay problem, never a
             # verdict on this recipient, so it carries no code and the pipeline pauses on it.
             self.drop()
             raise TemporaryFailure(None, f"{type(exc).__name__}: {exc}") from None
+
+    def _end_empty_data(self) -> None:
         try:
-            code, reply = smtp.mail(sender)
-            if code != 250:
-                self._reset_transaction()
-                raise _refusal(code, reply)
-            code, reply = smtp.rcpt(recipient)
-            if code not in (250, 251):
-                self._reset_transaction()
-                raise _refusal(code, reply)
-        except DeliveryError:
-            raise
-        except smtplib.SMTPResponseException as exc:
+            self._smtp.send(b".\r\n")
+            self._smtp.getreply()
+        except (smtplib.SMTPException, OSError):
             self.drop()
-            raise _refusal(exc.smtp_code, exc.smtp_error) from None
-        except (smtplib.SMTPException, OSError) as exc:
-            self.drop()
-            raise TemporaryFailure(None, f"{type(exc).__name__}: {exc}") from None
-        try:
-            smtp.data(message)
-        except smtplib.SMTPDataError as exc:  # the server answered: nothing was accepted
-            self._reset_transaction()
-            raise _refusal(exc.smtp_code, exc.smtp_error) from None
-        except (smtplib.SMTPException, OSError) as exc:
-            self.drop()
-            raise UncertainDelivery(None, f"{type(exc).__name__}: {exc}") from None
 
     def _reset_transaction(self) -> None:
         try:
@@ -138,7 +202,7 @@ class SMTPTransport:
 
     def drop(self) -> None:
         """Forget a broken connection without the QUIT handshake."""
-        smtp, self._smtp = self._smtp, None
+        smtp, self._smtp, self._awaiting = self._smtp, None, False
         if smtp is not None:
             try:
                 smtp.close()
@@ -150,6 +214,8 @@ class SMTPTransport:
         self.connect().sendmail(sender, recipients, message)
 
     def close(self) -> None:
+        if self._awaiting:  # a verdict nobody will read: QUIT would be answered out of turn
+            self.drop()
         smtp, self._smtp = self._smtp, None
         if smtp is not None:
             try:

@@ -71,7 +71,7 @@ DEFAULTS = {
     # The sending pipeline (see campaigns/pipeline.py for what each one trades).
     "SMTP_MAX_CONNECTIONS": "4",  # open connections to the relay, across every worker
     "SMTP_TIMEOUT_SECONDS": 30,
-    "SEND_BATCH_SIZE": 500,  # message ids per batch job
+    "SEND_BATCH_SIZE": 2000,  # message ids per batch job
     "SEND_CHUNK_SIZE": 50,  # rows a batch claims at a time: at most this many can end up `unknown`
     "SEND_FLUSH_EVERY": 50,  # outcomes written per database round trip
     "SEND_RETRIES": 3,  # retries of a 4xx or a lost connection, on a fresh connection

@@ -151,20 +151,33 @@ def client_as(app):
     return lambda role: factories.signed_in_client(app, role)
 
 
+DROP_CONNECTION = "drop the connection instead of answering"
+
+
 class RecordingHandler:
     """An aiosmtpd handler that keeps every envelope byte for byte, and answers as a test scripts it.
 
     `replies[address]` lists the replies to give RCPT for that address in turn (the last one
-    repeats); `on_message(count, envelope)` runs before the DATA reply; `delay` slows DATA down.
+    repeats); `on_message(count, envelope)` runs before the DATA reply and may return the reply
+    to give instead of "250 OK", or DROP_CONNECTION to hang up; `delay` slows DATA down.
+    It offers PIPELINING (RFC 2920), as production relays do, unless `pipelining` is False;
+    aiosmtpd reads commands one line at a time, so pipelined commands are handled in order.
     """
 
     def __init__(self):
+        self.pipelining = True
         self.envelopes = []
         self.replies: dict[str, list[str]] = {}
         self.on_message = None
         self.delay = 0.0
         self.errors: list[Exception] = []
         self._lock = threading.Lock()
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         script = self.replies.get(address)
@@ -181,23 +194,30 @@ class RecordingHandler:
         with self._lock:
             self.envelopes.append(envelope)
             count = len(self.envelopes)
+        reply = None
         if self.on_message:
             try:
-                self.on_message(count, envelope)
+                reply = self.on_message(count, envelope)
             except Exception as exc:  # surface it in the test, not only in aiosmtpd's log
                 self.errors.append(exc)
                 raise
-        return "250 OK"
+        if reply == DROP_CONNECTION:
+            server.transport.abort()
+        return reply if isinstance(reply, str) else "250 OK"
 
     def recipients(self) -> list[str]:
         return [rcpt for env in self.envelopes for rcpt in env.rcpt_tos]
 
 
 @pytest.fixture
-def smtp_server():
-    """A real SMTP server on 127.0.0.1; `.handler.envelopes` holds what it received."""
+def smtp_server(request):
+    """A real SMTP server on 127.0.0.1; `.handler.envelopes` holds what it received.
+
+    It offers SMTPUTF8 unless the test is marked `@pytest.mark.smtp(smtputf8=False)`."""
+    marker = request.node.get_closest_marker("smtp")
     handler = RecordingHandler()
-    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port(),
+                            enable_SMTPUTF8=(marker.kwargs.get("smtputf8", True) if marker else True))
     controller.start()
     controller.url = f"smtp://127.0.0.1:{controller.port}"
     yield controller

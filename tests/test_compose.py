@@ -9,9 +9,18 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from campaigns import compose
-from campaigns.mime import MessageSkeleton, clean_header_value, encode_header
+from campaigns.mime import (
+    MessageSkeleton,
+    ascii_address,
+    clean_header_value,
+    encode_address,
+    encode_header,
+    quoted_printable,
+)
 from tests.factories import DEFAULT_MJML
 
 CONFIG = {"ORG_NAME": "Refugee Rights <Network> & Co", "ORG_POSTAL_ADDRESS": "1 Test Street, London N1 1AA"}
@@ -176,3 +185,35 @@ def test_header_helpers():
     folded = encode_header("Subject", "word " * 40)
     assert all(len(line) <= 78 for line in folded.split(b"\r\n"))
     assert email.message_from_bytes(folded + b"\r\n", policy=email.policy.default)["Subject"] == ("word " * 40).strip()
+
+
+# Text a template can produce: markup, accents, other scripts, "=", dots, tabs, spaces and every
+# kind of line end, in pieces of any length (a name, a link, a page of fixed text).
+_PIECE = st.text(alphabet=st.sampled_from(list("ab =.\t\r\n<>\"éü€難")), max_size=160)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_PIECE, min_size=1, max_size=8))
+def test_quoted_printable_of_pieces_decodes_to_the_whole(pieces):
+    """Encoded piece by piece (cached or not), the body decodes to the whole text with CRLF line
+    ends, and keeps RFC 2045's rules: lines of at most 76, no whitespace before a line end."""
+    cache: dict[str, bytes] = {}
+    encoded = quoted_printable(pieces, cache)
+    assert quoted_printable(pieces, cache) == encoded == quoted_printable(pieces)
+    whole = "".join(pieces).replace("\r\n", "\n").replace("\r", "\n")
+    assert encoded.decode("ascii").replace("\r\n", "\n").count("\r") == 0
+    decoded = email.message_from_bytes(
+        b'Content-Type: text/plain; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n' + encoded,
+        policy=email.policy.default).get_content()
+    assert decoded.replace("\r\n", "\n") == whole
+    for line in encoded.split(b"\r\n"):
+        assert len(line) <= 76
+        assert not line.endswith((b" ", b"\t"))
+
+
+def test_ascii_forms_of_international_addresses():
+    """IDN domains become ASCII (IDNA); a non-ASCII mailbox stays UTF-8 (it needs SMTPUTF8)."""
+    assert ascii_address("renate@bücher.de") == "renate@xn--bcher-kva.de"
+    assert ascii_address("josé@example.net") == "josé@example.net"
+    assert encode_address("Zoë", "renate@bücher.de") == "=?utf-8?q?Zo=C3=AB?= <renate@xn--bcher-kva.de>"
+    assert encode_address("A, B", "josé@example.net") == '"A, B" <josé@example.net>'

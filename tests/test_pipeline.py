@@ -165,6 +165,46 @@ def test_non_latin_names_encode_and_decode(send_app, smtp):
     assert "Zoë" in msg.get_body(("plain",)).get_content()
 
 
+def test_international_addresses_are_delivered(send_app, smtp):
+    """An IDN domain goes out in its ASCII form; a non-ASCII mailbox with SMTPUTF8 (RFC 6531/6532)."""
+    factories.make_supporter(email="josé@example.net", first_name="José")
+    factories.make_supporter(email="renate@bücher.de")
+    campaign = campaign_to(segment())
+    lifecycle.send_now(campaign)
+    drain(send_app)
+
+    assert statuses(campaign) == {"sent": 2}
+    by_rcpt = {e.rcpt_tos[0]: e for e in smtp.handler.envelopes}
+    assert set(by_rcpt) == {"josé@example.net", "renate@xn--bcher-kva.de"}
+    assert "SMTPUTF8" in by_rcpt["josé@example.net"].mail_options
+    assert "SMTPUTF8" not in by_rcpt["renate@xn--bcher-kva.de"].mail_options
+    utf8 = email.message_from_string(by_rcpt["josé@example.net"].original_content.decode(), policy=email.policy.default)
+    assert utf8["To"].addresses[0].addr_spec == "josé@example.net"
+    assert not utf8.defects
+    assert parse(by_rcpt["renate@xn--bcher-kva.de"])["To"].addresses[0].addr_spec == "renate@xn--bcher-kva.de"
+
+
+@pytest.mark.smtp(smtputf8=False)
+def test_undeliverable_addresses_fail_alone(send_app, smtp):
+    """Without SMTPUTF8 a non-ASCII mailbox fails, and a stored address no header can carry fails
+    when its message is built; everyone else in the chunk is still sent, once."""
+    fine = supporters(3)
+    factories.make_supporter(email="josé@example.net")
+    factories.make_supporter(email='odd"quote@example.net')
+    campaign = campaign_to(segment())
+    lifecycle.send_now(campaign)
+    drain(send_app)
+
+    db.session.refresh(campaign)
+    assert statuses(campaign) == {"sent": 3, "failed": 2}
+    assert sorted(smtp.handler.recipients()) == sorted(p.email for p in fine)
+    errors = dict(db.session.execute(db.select(Message.email, Message.error)
+                                     .where(Message.campaign_id == campaign.id, Message.status == "failed")).all())
+    assert "SMTPUTF8" in errors["josé@example.net"]
+    assert "could not build the message" in errors['odd"quote@example.net']
+    assert campaign.status == "sent"
+
+
 # -- consent changes while sending -----------------------------------------------------------
 
 def test_unsubscribe_mid_send_stops_that_message(send_app, smtp):

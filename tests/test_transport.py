@@ -1,19 +1,21 @@
-"""The SMTP transport against real servers: STARTTLS with login, and how refusals are classified."""
+"""The SMTP transport against real servers: STARTTLS with login, how refusals are classified,
+PIPELINING and plain sessions, the split start/finish, dot-stuffing and SMTPUTF8."""
 
 from __future__ import annotations
 
 import shutil
 import ssl
 import subprocess
+import threading
 
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
-from campaigns.transport import PermanentFailure, SMTPTransport, TemporaryFailure
+from campaigns.transport import PermanentFailure, SMTPTransport, TemporaryFailure, UncertainDelivery
 from crm.config import parse_smtp_url
 from crm.outbox.server import free_port
-from tests.conftest import RecordingHandler
+from tests.conftest import DROP_CONNECTION, RecordingHandler
 
 MESSAGE = b"From: a@example.org\r\nTo: b@example.net\r\nSubject: hi\r\n\r\nbody\r\n"
 
@@ -94,3 +96,101 @@ def test_no_server_is_a_temporary_failure_without_a_code():
     with pytest.raises(TemporaryFailure) as failure:
         transport.deliver("a@example.org", "b@example.net", MESSAGE)
     assert failure.value.code is None
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "plain"])
+def test_both_session_kinds_deliver_content_intact(smtp_server, pipelining):
+    """With or without PIPELINING: each message once, lines starting with "." arrive unchanged."""
+    smtp_server.handler.pipelining = pipelining
+    dotted = b"Subject: dots\r\n\r\n.leading dot\r\n..two\r\n.\r\nend"
+    with SMTPTransport(parse_smtp_url(smtp_server.url)) as transport:
+        transport.deliver("a@example.org", "one@example.net", MESSAGE)
+        transport.deliver("a@example.org", "two@example.net", dotted)
+        transport.deliver("a@example.org", "three@example.net", MESSAGE)
+        assert transport.connect().has_extn("pipelining") == pipelining
+    one, two, three = smtp_server.handler.envelopes
+    assert [e.rcpt_tos for e in (one, two, three)] == [["one@example.net"], ["two@example.net"], ["three@example.net"]]
+    assert one.original_content == MESSAGE
+    assert two.original_content == dotted + b"\r\n"
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "plain"])
+def test_refused_recipient_leaves_the_session_usable(smtp_server, pipelining):
+    """A 5xx to RCPT in a pipelined group (DATA then fails too) is that recipient's verdict only."""
+    smtp_server.handler.pipelining = pipelining
+    smtp_server.handler.replies = {"gone@example.net": ["550 5.1.1 User unknown"]}
+    with SMTPTransport(parse_smtp_url(smtp_server.url)) as transport:
+        with pytest.raises(PermanentFailure) as gone:
+            transport.deliver("a@example.org", "gone@example.net", MESSAGE)
+        transport.deliver("a@example.org", "fine@example.net", MESSAGE)
+    assert gone.value.user_unknown
+    assert smtp_server.handler.recipients() == ["fine@example.net"]
+
+
+def test_start_returns_before_the_relay_answers(smtp_server):
+    """start() hands the content over and returns; the verdict is read by finish(). The server
+    holds its reply until the test releases it, which it can only do once start() returned."""
+    gate = threading.Event()
+    smtp_server.handler.on_message = lambda count, envelope: gate.wait(10) or pytest.fail("start() waited")
+    with SMTPTransport(parse_smtp_url(smtp_server.url)) as transport:
+        transport.start("a@example.org", "b@example.net", MESSAGE)
+        gate.set()
+        transport.finish()
+    assert smtp_server.handler.errors == []
+    assert smtp_server.handler.recipients() == ["b@example.net"]
+
+
+def test_refusal_of_the_content_comes_from_finish(smtp_server):
+    """A 5xx after the data is that message's failure; a 4xx is temporary; the session goes on."""
+    answers = iter(["554 5.6.0 Content rejected", "451 4.3.0 Try later", "250 OK"])
+    smtp_server.handler.on_message = lambda count, envelope: next(answers)
+    with SMTPTransport(parse_smtp_url(smtp_server.url)) as transport:
+        transport.start("a@example.org", "b@example.net", MESSAGE)
+        with pytest.raises(PermanentFailure) as refused:
+            transport.finish()
+        transport.start("a@example.org", "c@example.net", MESSAGE)
+        with pytest.raises(TemporaryFailure) as later:
+            transport.finish()
+        transport.deliver("a@example.org", "d@example.net", MESSAGE)
+    assert (refused.value.code, later.value.code) == (554, 451)
+
+
+def test_connection_lost_after_the_content_is_uncertain(smtp_server):
+    """The relay hangs up once the content is out: maybe delivered, so UncertainDelivery, and
+    the next message goes out on a fresh connection."""
+    answers = iter([DROP_CONNECTION, "250 OK"])
+    smtp_server.handler.on_message = lambda count, envelope: next(answers)
+    with SMTPTransport(parse_smtp_url(smtp_server.url)) as transport:
+        transport.start("a@example.org", "b@example.net", MESSAGE)
+        with pytest.raises(UncertainDelivery):
+            transport.finish()
+        transport.deliver("a@example.org", "c@example.net", MESSAGE)
+    assert smtp_server.handler.recipients() == ["b@example.net", "c@example.net"]
+
+
+def test_utf8_mailbox_goes_out_with_smtputf8(smtp_server):
+    """A non-ASCII local part is sent with the SMTPUTF8 parameter when the relay offers it."""
+    with SMTPTransport(parse_smtp_url(smtp_server.url)) as transport:
+        transport.deliver("a@example.org", "josé@example.net", MESSAGE)
+    [envelope] = smtp_server.handler.envelopes
+    assert envelope.rcpt_tos == ["josé@example.net"]
+    assert "SMTPUTF8" in envelope.mail_options
+
+
+@pytest.mark.smtp(smtputf8=False)
+def test_utf8_mailbox_is_refused_for_good_without_smtputf8(smtp_server):
+    """Without SMTPUTF8 such an address cannot be delivered: a permanent failure, not a relay problem."""
+    with SMTPTransport(parse_smtp_url(smtp_server.url)) as transport:
+        with pytest.raises(PermanentFailure) as failure:
+            transport.deliver("a@example.org", "josé@example.net", MESSAGE)
+        transport.deliver("a@example.org", "jose@example.net", MESSAGE)
+    assert "SMTPUTF8" in str(failure.value) and not failure.value.user_unknown
+    assert smtp_server.handler.recipients() == ["jose@example.net"]
+
+
+def test_addresses_that_would_break_the_command_are_refused(smtp_server):
+    with SMTPTransport(parse_smtp_url(smtp_server.url)) as transport:
+        for bad in ("b@example.net>\r\nRCPT TO:<evil@example.net", "b c@example.net", "no-at-sign"):
+            with pytest.raises(PermanentFailure):
+                transport.deliver("a@example.org", bad, MESSAGE)
+    assert smtp_server.handler.envelopes == []
