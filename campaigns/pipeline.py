@@ -287,10 +287,14 @@ class _Batch:
         return self.sent
 
     def _send_chunk(self, rows: list) -> None:
-        """Send a claimed chunk. While the relay reads one message, the next is rendered; then
-        the first one's verdict is read and recorded before the next is handed over, so at most
-        one message per batch is ever in flight and outcomes are recorded in order. (One thread:
-        the relay's work and ours overlap without a second thread contending for the GIL.)"""
+        """Send a claimed chunk, keeping the relay busy while we work.
+
+        For each message: its envelope goes out behind the content of the message in flight
+        (SMTPTransport.announce), it is rendered while the relay reads both, then the verdict
+        on the message in flight is read and recorded, and this one's content handed over. At
+        most one message per batch is ever delivered without its outcome recorded, and outcomes
+        are recorded in order. One thread: no second thread contending for the GIL.
+        """
         people = queries.recipients([r.supporter_id for r in rows if r.supporter_id is not None],
                                     with_petitions=self.renderer.uses_petitions)
         self.heartbeat.beat()
@@ -308,9 +312,15 @@ class _Batch:
                 # Unsubscribed, bounced, erased or suppressed since the snapshot: skip for good.
                 self._outcome(row.id, "suppressed", error="consent changed before sending")
                 continue
+            if in_flight is not None:
+                self.transport.announce(self.envelope_from, ascii_address(person["email"]))
             try:
                 msgid, raw = self.renderer.render_message(row.id, person)
             except ValueError as exc:  # e.g. an address no header can carry: this one fails, the rest go
+                if in_flight is not None:
+                    self._settle(in_flight, rows)
+                    in_flight = None
+                self.transport.withdraw()
                 self._outcome(row.id, "failed", error=f"could not build the message: {exc}", failed=True)
                 continue
             self._take_token(len(rows) - i)

@@ -90,6 +90,7 @@ class SMTPTransport:
         self.timeout = timeout
         self._smtp: smtplib.SMTP | None = None
         self._awaiting = False  # start() handed over a message whose final reply is unread
+        self._announced: tuple[str, str] | None = None  # an envelope written ahead, replies unread
 
     @classmethod
     def for_app(cls, app: Flask) -> SMTPTransport:
@@ -115,35 +116,62 @@ class SMTPTransport:
         self.start(sender, recipient, message)
         self.finish()
 
+    def announce(self, sender: str, recipient: str) -> None:
+        """Write the next message's envelope now, behind the content of the one in flight.
+
+        PIPELINING (RFC 2920) lets a client send MAIL, RCPT and DATA without waiting for the
+        reply to the content before them, so the relay answers them while the caller renders
+        that next message; start() then finds the replies waiting. Once DATA is accepted the
+        content must follow (or the connection be dropped), so announce only what will be
+        started. Does nothing without an open, pipelining connection or for an address start()
+        will refuse: start() then does the whole envelope itself.
+        """
+        smtp = self._smtp
+        if smtp is None or self._announced is not None or not smtp.has_extn("pipelining"):
+            return
+        try:
+            commands = self._envelope(smtp, sender, recipient)
+            smtp.send(commands)
+        except PermanentFailure:
+            return
+        except (smtplib.SMTPException, OSError):
+            self.drop()  # start() opens a fresh connection and says if that fails
+            return
+        self._announced = (sender, recipient)
+
     def start(self, sender: str, recipient: str, message: bytes) -> None:
         """Hand one message to the relay without waiting for its final reply; finish() reads it.
 
         Between the two the caller can prepare the next message while the relay reads this one.
-        With PIPELINING (RFC 2920) MAIL, RCPT and DATA go out in one write and their three
-        replies come back together: one round trip for the envelope instead of three. MAIL and
-        RCPT failures are safe to retry; once the content is going out, a dropped connection
-        is not (UncertainDelivery). An address that needs SMTPUTF8 (RFC 6531) is refused for
-        good when the relay does not offer it.
+        With PIPELINING MAIL, RCPT and DATA go out in one write (or went out ahead, see
+        announce) and their three replies come back together. MAIL and RCPT failures are safe
+        to retry; once the content is going out, a dropped connection is not
+        (UncertainDelivery). An address that needs SMTPUTF8 (RFC 6531) is refused for good
+        when the relay does not offer it.
         """
         if self._awaiting:
             raise RuntimeError("finish() the message in flight first")
-        smtp = self._session()
-        utf8 = not (sender.isascii() and recipient.isascii())
-        if utf8 and not smtp.has_extn("smtputf8"):
-            raise PermanentFailure(None, "the address needs SMTPUTF8 (RFC 6531), which the relay does not offer")
-        mail = f"MAIL FROM:{_path(sender)}{' SMTPUTF8' if utf8 else ''}\r\n"
-        rcpt = f"RCPT TO:{_path(recipient)}\r\n"
+        announced, self._announced = self._announced, None
+        if announced is not None and announced != (sender, recipient):
+            self.drop()
+            raise RuntimeError("start() a different message than the one announced")
         try:
-            if smtp.has_extn("pipelining"):
-                smtp.send((mail + rcpt + "DATA\r\n").encode("utf-8"))
+            if announced is not None:
+                smtp = self._smtp
                 replies = [smtp.getreply(), smtp.getreply(), smtp.getreply()]
             else:
-                replies = []
-                for command in (mail, rcpt, "DATA\r\n"):
-                    smtp.send(command.encode("utf-8"))
-                    replies.append(smtp.getreply())
-                    if replies[-1][0] not in (250, 251, 354):
-                        break
+                smtp = self._session()
+                commands = self._envelope(smtp, sender, recipient)
+                if smtp.has_extn("pipelining"):
+                    smtp.send(commands)
+                    replies = [smtp.getreply(), smtp.getreply(), smtp.getreply()]
+                else:
+                    replies = []
+                    for command in commands.split(b"\r\n")[:3]:
+                        smtp.send(command + b"\r\n")
+                        replies.append(smtp.getreply())
+                        if replies[-1][0] not in (250, 251, 354):
+                            break
         except (smtplib.SMTPException, OSError) as exc:
             self.drop()
             raise TemporaryFailure(None, f"{type(exc).__name__}: {exc}") from None
@@ -161,7 +189,10 @@ class SMTPTransport:
         self._awaiting = True
 
     def finish(self) -> None:
-        """The relay's verdict on the message start() handed over: returns if it was accepted."""
+        """The relay's verdict on the message start() handed over: returns if it was accepted.
+
+        A refusal ends that transaction by itself (RFC 5321 4.1.1.4), so nothing is reset: an
+        envelope announced behind it is already on its way."""
         if not self._awaiting:
             raise RuntimeError("no message in flight")
         self._awaiting = False
@@ -171,8 +202,22 @@ class SMTPTransport:
             self.drop()
             raise UncertainDelivery(None, f"{type(exc).__name__}: {exc}") from None
         if code != 250:  # the relay answered: nothing was accepted
-            self._reset_transaction()
             raise _refusal(code, reply)
+
+    def withdraw(self) -> None:
+        """Give up an announced envelope: its DATA may already be accepted, and only closing the
+        connection ends that without sending content. Read finish() first."""
+        if self._announced is not None:
+            self.drop()
+
+    @staticmethod
+    def _envelope(smtp: smtplib.SMTP, sender: str, recipient: str) -> bytes:
+        """MAIL, RCPT and DATA for one message, or PermanentFailure for an address we cannot send."""
+        utf8 = not (sender.isascii() and recipient.isascii())
+        if utf8 and not smtp.has_extn("smtputf8"):
+            raise PermanentFailure(None, "the address needs SMTPUTF8 (RFC 6531), which the relay does not offer")
+        return (f"MAIL FROM:{_path(sender)}{' SMTPUTF8' if utf8 else ''}\r\n"
+                f"RCPT TO:{_path(recipient)}\r\nDATA\r\n").encode()
 
     def _session(self) -> smtplib.SMTP:
         """The open, greeted connection, or TemporaryFailure without a code."""
@@ -202,7 +247,7 @@ class SMTPTransport:
 
     def drop(self) -> None:
         """Forget a broken connection without the QUIT handshake."""
-        smtp, self._smtp, self._awaiting = self._smtp, None, False
+        smtp, self._smtp, self._awaiting, self._announced = self._smtp, None, False, None
         if smtp is not None:
             try:
                 smtp.close()
@@ -214,7 +259,7 @@ class SMTPTransport:
         self.connect().sendmail(sender, recipients, message)
 
     def close(self) -> None:
-        if self._awaiting:  # a verdict nobody will read: QUIT would be answered out of turn
+        if self._awaiting or self._announced:  # replies nobody will read: QUIT would be answered out of turn
             self.drop()
         smtp, self._smtp = self._smtp, None
         if smtp is not None:

@@ -188,9 +188,10 @@ def test_international_addresses_are_delivered(send_app, smtp):
 def test_undeliverable_addresses_fail_alone(send_app, smtp):
     """Without SMTPUTF8 a non-ASCII mailbox fails, and a stored address no header can carry fails
     when its message is built; everyone else in the chunk is still sent, once."""
-    fine = supporters(3)
+    first = supporters(1)
+    factories.make_supporter(email='odd"quote@example.net')  # its envelope is announced, then withdrawn
     factories.make_supporter(email="josé@example.net")
-    factories.make_supporter(email='odd"quote@example.net')
+    fine = first + supporters(2)
     campaign = campaign_to(segment())
     lifecycle.send_now(campaign)
     drain(send_app)

@@ -194,3 +194,54 @@ def test_addresses_that_would_break_the_command_are_refused(smtp_server):
             with pytest.raises(PermanentFailure):
                 transport.deliver("a@example.org", bad, MESSAGE)
     assert smtp_server.handler.envelopes == []
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "plain"])
+def test_announced_envelope_rides_behind_the_message_in_flight(smtp_server, pipelining):
+    """announce() writes the next envelope before the verdict on the one in flight is read; a
+    refusal of that one (which ends its transaction by itself) leaves the next intact."""
+    smtp_server.handler.pipelining = pipelining
+    answers = iter(["554 5.6.0 Content rejected", "250 OK", "250 OK"])
+    smtp_server.handler.on_message = lambda count, envelope: next(answers)
+    second = b"Subject: second\r\n\r\nRSET would show here if the session were reset mid-DATA\r\n"
+    with SMTPTransport(parse_smtp_url(smtp_server.url)) as transport:
+        transport.start("a@example.org", "one@example.net", MESSAGE)
+        transport.announce("a@example.org", "two@example.net")
+        with pytest.raises(PermanentFailure):
+            transport.finish()
+        transport.start("a@example.org", "two@example.net", second)
+        transport.announce("a@example.org", "three@example.net")
+        transport.finish()
+        transport.start("a@example.org", "three@example.net", MESSAGE)
+        transport.finish()
+    one, two, three = smtp_server.handler.envelopes
+    assert [e.rcpt_tos for e in (one, two, three)] == [["one@example.net"], ["two@example.net"], ["three@example.net"]]
+    assert two.original_content == second
+    assert three.original_content == MESSAGE
+
+
+def test_withdrawn_envelope_is_never_delivered(smtp_server):
+    """An announced message that will not be sent after all: the connection is closed in DATA,
+    so the relay keeps nothing of it; the next message goes out on a fresh connection."""
+    with SMTPTransport(parse_smtp_url(smtp_server.url)) as transport:
+        transport.start("a@example.org", "one@example.net", MESSAGE)
+        transport.announce("a@example.org", "withdrawn@example.net")
+        transport.finish()
+        transport.withdraw()
+        transport.deliver("a@example.org", "three@example.net", MESSAGE)
+    assert smtp_server.handler.recipients() == ["one@example.net", "three@example.net"]
+
+
+def test_lost_connection_loses_the_announced_envelope_not_the_message(smtp_server):
+    """The relay hangs up after the content in flight: that one is uncertain, the announced one
+    was never given content, so start() sends it on a fresh connection."""
+    answers = iter([DROP_CONNECTION, "250 OK"])
+    smtp_server.handler.on_message = lambda count, envelope: next(answers)
+    with SMTPTransport(parse_smtp_url(smtp_server.url)) as transport:
+        transport.start("a@example.org", "one@example.net", MESSAGE)
+        transport.announce("a@example.org", "two@example.net")
+        with pytest.raises(UncertainDelivery):
+            transport.finish()
+        transport.start("a@example.org", "two@example.net", MESSAGE)
+        transport.finish()
+    assert smtp_server.handler.recipients() == ["one@example.net", "two@example.net"]
