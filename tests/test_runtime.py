@@ -13,14 +13,16 @@ from pathlib import Path
 import pytest
 import redis
 from rq import Queue, SimpleWorker
+from sqlalchemy import text
 
 from campaigns.transport import SMTPTransport
 from crm.extensions import db
 from crm.models import AuditLog
 from crm.outbox.server import free_port, start_outbox
 from crm.redis_conn import EmbeddedRedis
-from workers import QUEUES, queue, set_job_app
+from workers import QUEUES, job_app, queue, set_job_app
 from workers.jobs import build_test_message
+from workers.run import ForkingWorker
 
 
 def _alive(pid: int) -> bool:
@@ -72,6 +74,41 @@ def test_settings_test_message_goes_through_a_worker_to_smtp(make_app, smtp_serv
     message = email.message_from_bytes(envelope.original_content, policy=policy.default)
     assert message["Subject"] == "[TEST] Mail delivery check from Test Org"
     assert message["Message-ID"].endswith("@news.example.org>")
+
+
+def session_after_repeats() -> int:
+    """A job: one query more often than psycopg's prepare threshold (5); returns its session's id."""
+    with job_app().app_context():
+        for _ in range(8):
+            db.session.execute(text("SELECT :x"), {"x": 1}).scalar()
+        ident = db.session.execute(text("SELECT pg_backend_pid()" if _postgres() else "SELECT 0")).scalar()
+        db.session.commit()
+        return ident
+
+
+def _postgres() -> bool:
+    return db.engine.dialect.name == "postgresql"
+
+
+def test_forked_work_horses_use_database_connections_of_their_own(app):
+    """Each job runs in a forked work horse; none may reuse the connection the worker inherited
+    (a shared socket, and clashing prepared statements from the second job on)."""
+    with app.app_context():
+        worker_session = db.session.execute(text("SELECT pg_backend_pid()" if _postgres() else "SELECT 0")).scalar()
+    set_job_app(app)
+    jobs = [queue("default", app).enqueue(session_after_repeats) for _ in range(3)]
+    worker = ForkingWorker([queue(name, app) for name in QUEUES], connection=queue("default", app).connection)
+    worker.app = app
+    worker.work(burst=True, with_scheduler=False)
+
+    sessions = []
+    for job in jobs:
+        job.refresh()
+        assert job.get_status() == "finished", job.latest_result().exc_string
+        sessions.append(job.return_value())
+    with app.app_context():
+        if _postgres():
+            assert worker_session not in sessions and len(set(sessions)) == 3
 
 
 def test_settings_form_rejects_a_bad_address(app, client_as):
