@@ -275,18 +275,30 @@ class _Batch:
         try:
             cursor = after_id
             while not self.state.stopped():
-                rows = queries.claim(self.campaign_id, cursor, upto_id, self.holder, self.chunk, _now())
+                rows, people = self._claim(cursor, upto_id)
                 if not rows:
                     break
                 cursor = rows[-1].id
-                self._send_chunk(rows)
+                self._send_chunk(rows, people)
         finally:
             self.flush()
             self.transport.close()
             self.slots.release(self.holder)
         return self.sent
 
-    def _send_chunk(self, rows: list) -> None:
+    def _claim(self, after_id: int, upto_id: int) -> tuple[list, dict[int, dict]]:
+        """Claim the next chunk and re-read its supporters, recording the outcomes still waiting
+        in the same transaction: one durable commit (the claim's must be) instead of two."""
+        pending, self.pending = self.pending, []
+        queries.record(pending, commit=False)
+        rows = queries.claim(self.campaign_id, after_id, upto_id, self.holder, self.chunk, _now(), commit=False)
+        people = queries.recipients([r.supporter_id for r in rows if r.supporter_id is not None],
+                                    with_petitions=self.renderer.uses_petitions) if rows else {}
+        db.session.commit()
+        self._check_errors()
+        return rows, people
+
+    def _send_chunk(self, rows: list, people: dict[int, dict]) -> None:
         """Send a claimed chunk, keeping the relay busy while we work.
 
         For each message: its envelope goes out behind the content of the message in flight
@@ -295,12 +307,12 @@ class _Batch:
         most one message per batch is ever delivered without its outcome recorded, and outcomes
         are recorded in order. One thread: no second thread contending for the GIL.
         """
-        people = queries.recipients([r.supporter_id for r in rows if r.supporter_id is not None],
-                                    with_petitions=self.renderer.uses_petitions)
         self.heartbeat.beat()
         self.slots.renew(self.holder)
         in_flight: _InFlight | None = None
         for i, row in enumerate(rows):
+            if len(self.pending) >= self.flush_every:
+                self.flush()  # while the relay reads the message in flight
             if self.state.stopped():
                 if in_flight is not None:
                     self._settle(in_flight, rows)
@@ -373,8 +385,6 @@ class _Batch:
         else:
             self._outcome(row.id, "sent", smtp_id=sent.message_id, email=sent.email)
             self.sent += 1
-        if len(self.pending) >= self.flush_every:
-            self.flush()
 
     def _take_token(self, wanted: int) -> None:
         """One send's worth of the global rate, taken from Redis a block at a time."""
@@ -434,6 +444,10 @@ class _Batch:
         if self.pending:
             pending, self.pending = self.pending, []
             queries.record(pending)
+        self._check_errors()
+
+    def _check_errors(self) -> None:
+        """Push the latest outcomes onto the campaign's error window; pause it when it trips."""
         if self.failures:
             failures, self.failures = self.failures, []
             failed, length = self.errors.record(failures)

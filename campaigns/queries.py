@@ -85,8 +85,12 @@ def id_bounds(campaign_id: int, status: str = "queued") -> tuple[int | None, int
     return row[0], row[1]
 
 
-def claim(campaign_id: int, after_id: int, upto_id: int, holder: str, limit: int, now: datetime) -> list:
+def claim(campaign_id: int, after_id: int, upto_id: int, holder: str, limit: int, now: datetime,
+          commit: bool = True) -> list:
     """Move up to `limit` queued rows with ids in (after_id, upto_id] to `sending`; return them.
+
+    The claim must be committed, durably, before anything is sent: `commit=False` lets the
+    caller add statements to the transaction and commit it itself.
 
     The chosen ids come from a CTE: PostgreSQL materialises a CTE with FOR UPDATE exactly once,
     whereas `WHERE id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)` may be re-evaluated by the
@@ -111,7 +115,8 @@ def claim(campaign_id: int, after_id: int, upto_id: int, holder: str, limit: int
         .returning(m.id, m.supporter_id)
     )
     rows = db.session.execute(stmt).all()
-    db.session.commit()
+    if commit:
+        db.session.commit()
     return sorted(rows, key=lambda r: r.id)
 
 
@@ -152,18 +157,20 @@ _RECORD = (
 )
 
 
-def record(outcomes: list[dict]) -> None:
+def record(outcomes: list[dict], commit: bool = True) -> None:
     """Write outcomes: dicts with mid, new_status, new_sent_at, new_smtp_id, new_error, new_email.
 
     On PostgreSQL this commit does not wait for the WAL flush (synchronous_commit off for this
     transaction only): if the server crashed and lost it, the rows would read `sending` again and
     become `unknown`, never be resent. Claims, by contrast, are committed durably before sending.
+    With `commit=False` the outcomes join the caller's transaction (the next claim's).
     """
     if outcomes:
-        if db.engine.dialect.name == "postgresql":
+        if commit and db.engine.dialect.name == "postgresql":
             db.session.execute(text("SET LOCAL synchronous_commit TO OFF"))
         db.session.execute(_RECORD, outcomes)
-        db.session.commit()
+        if commit:
+            db.session.commit()
 
 
 def release(message_ids: list[int], holder: str, to_status: str = "queued", error: str = "") -> None:
