@@ -39,7 +39,7 @@ ENV_SETTINGS = (
 )
 # Tunables, settable from the environment too; each must be a positive number.
 TUNABLES = {
-    "SIGNATURE_COUNT_CACHE_SECONDS": float,
+    "SIGNATURE_COUNT_CACHE_SECONDS": float, "PUBLIC_PAGE_CACHE_SECONDS": float,
     "SMTP_MAX_CONNECTIONS": int, "SMTP_TIMEOUT_SECONDS": float, "SEND_BATCH_SIZE": int,
     "SEND_CHUNK_SIZE": int, "SEND_FLUSH_EVERY": int, "SEND_RETRIES": int, "SEND_RETRY_BACKOFF_SECONDS": float,
     "SEND_MAX_ATTEMPTS": int, "SEND_HEARTBEAT_SECONDS": int, "SEND_SWEEP_SECONDS": float,
@@ -65,6 +65,7 @@ DEFAULTS = {
     "MAX_CONTENT_LENGTH": 200 * 1024 * 1024,
     "SIGN_RATE_LIMIT": "20/10 minutes",  # signature attempts per client IP (limits notation)
     "SIGNATURE_COUNT_CACHE_SECONDS": 5.0,  # how long public pages may show a cached signature count
+    "PUBLIC_PAGE_CACHE_SECONDS": 1.0,  # each web process reuses a rendered petition page this long
     "SIGN_REDIRECT_HOSTS": "",  # comma-separated hosts petitions may redirect signers to
     "ORG_TIMEZONE": "UTC",  # campaign schedules are entered and shown in this zone
     "UNSUBSCRIBE_MAILTO": "",  # an address for mailto: List-Unsubscribe (optional)

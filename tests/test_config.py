@@ -21,6 +21,7 @@ from crm.services import check_services
     ({"SEND_RATE_PER_SECOND": "fast"}, "SEND_RATE_PER_SECOND"),
     ({"CRM_ENV": "staging"}, "CRM_ENV"),
     ({"SIGN_RATE_LIMIT": "lots"}, "SIGN_RATE_LIMIT"),
+    ({"PUBLIC_PAGE_CACHE_SECONDS": "0"}, "PUBLIC_PAGE_CACHE_SECONDS"),
 ])
 def test_malformed_settings_name_the_variable(tmp_path, overrides, variable):
     """Each malformed value raises ConfigError naming its variable."""

@@ -8,12 +8,17 @@ from types import SimpleNamespace
 
 import pytest
 import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import event
+from werkzeug.datastructures import MultiDict
 
 from crm.database import is_postgres
 from crm.extensions import db
-from crm.models import ConsentEvent, ConsentWording, Signature, Supporter
+from crm.models import ConsentEvent, ConsentWording, Petition, Signature, Supporter
 from crm.petitions import service
+from crm.public import pages, tokens
+from crm.public.forms import SignForm, quick_signature_data
 from crm.supporters.consent import record_consent
 from crm.supporters.suppression import suppress
 from tests import factories
@@ -262,6 +267,96 @@ def test_csrf_is_enforced_on_sign(make_app):
         assert count(Signature) == 1
 
 
+TOKEN_FIELD = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
+
+
+def form_token(client, petition, **kwargs) -> str:
+    """The CSRF token of the sign form, as a browser loading the page gets it (with its cookie)."""
+    return TOKEN_FIELD.search(client.get(f"/p/{petition.slug}", **kwargs).text).group(1)
+
+
+@pytest.fixture
+def csrf_app(make_app):
+    """An app with CSRF checks on, as in production."""
+    app = make_app(WTF_CSRF_ENABLED=True)
+    with app.app_context():
+        yield app
+
+
+def test_form_view_sets_a_nonce_cookie_and_no_session(csrf_app):
+    """The sign page sets one HttpOnly, SameSite=Lax nonce cookie, never a session, and is never stored by caches."""
+    petition = factories.make_petition()
+    client = csrf_app.test_client()
+    response = client.get(f"/p/{petition.slug}")
+    (cookie,) = response.headers.getlist("Set-Cookie")
+    assert cookie.startswith(f"{tokens.SIGN_COOKIE}=") and "; HttpOnly" in cookie and "; Path=/" in cookie
+    assert "SameSite=Lax" in cookie and "Secure" not in cookie  # plain HTTP in tests and development
+    assert response.headers["Cache-Control"] == "no-store"
+    again = client.get(f"/p/{petition.slug}")  # the browser keeps its nonce: no new cookie
+    assert again.headers.getlist("Set-Cookie") == [] and TOKEN_FIELD.search(again.text)
+    assert sign(client, petition).status_code == 400  # the cookie alone is not enough
+
+
+def test_nonce_cookie_is_host_only_and_secure_in_production(make_app):
+    """With Secure cookies the nonce cookie is __Host- prefixed, so no sibling subdomain can plant one."""
+    app = make_app(WTF_CSRF_ENABLED=True, SESSION_COOKIE_SECURE=True)
+    with app.app_context():
+        petition = factories.make_petition()
+        client = app.test_client()
+        token = form_token(client, petition, base_url="https://localhost")
+        cookie = client.get_cookie(f"__Host-{tokens.SIGN_COOKIE}")
+        assert cookie is not None and cookie.secure and cookie.http_only and cookie.path == "/"
+        response = client.post(f"/p/{petition.slug}/sign", base_url="https://localhost", data={
+            "csrf_token": token, "email": "ada@example.net", "first_name": "Ada"})
+        assert response.status_code == 200 and "your signature has been added" in response.text
+
+
+def _expired_token(client, petition, seconds: int) -> str:
+    """A correctly signed token for the client's nonce, issued `seconds` ago (negative: in the future)."""
+    nonce = client.get_cookie(tokens.SIGN_COOKIE).value
+    issued = format(int(time.time()) - seconds, "x")
+    return f"{issued}.{tokens._mac(nonce, petition.id, issued)}"
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "garbage", "tampered", "other petition", "expired",
+                                  "from the future", "no cookie", "another browser's", "overlong"])
+def test_bad_sign_token_is_400_with_the_form_kept(csrf_app, case):
+    """A missing, forged, tampered, expired or other-petition token, or one without its browser's cookie,
+    gets a 400 page with the details kept and a fresh token; nothing is recorded, never a 500."""
+    petition, other = factories.make_petition(), factories.make_petition()
+    client = csrf_app.test_client()
+    token = form_token(client, petition)
+    if case in ("no cookie", "another browser's"):
+        client = csrf_app.test_client()  # a post that did not come from this browser's page
+        if case == "another browser's":
+            form_token(client, petition)  # it has a nonce cookie, just not the one the token was made for
+    elif case == "missing":
+        token = None
+    elif case == "empty":
+        token = ""
+    elif case == "garbage":
+        token = "not-a-token"
+    elif case == "overlong":
+        token = token * 10
+    elif case == "tampered":
+        token = token[:-1] + ("A" if token[-1] != "A" else "B")
+    elif case == "other petition":
+        token = form_token(client, other)
+    elif case == "expired":
+        token = _expired_token(client, petition, tokens.SIGN_TOKEN_MAX_AGE + 5)
+    elif case == "from the future":
+        token = _expired_token(client, petition, -3600)
+    fields = {"first_name": "Grace", "comment": "Count me in"}
+    response = sign(client, petition, **fields) if token is None else sign(client, petition, csrf_token=token, **fields)
+    assert response.status_code == 400
+    assert "nothing was recorded" in response.text and 'value="Grace"' in response.text
+    assert "Count me in" in response.text and TOKEN_FIELD.search(response.text)
+    assert count(Signature) == 0 and count(Supporter) == 0 and count(ConsentEvent) == 0
+    # Pressing Sign again on the page that came back works: it carries a token for this browser.
+    again = sign(client, petition, csrf_token=TOKEN_FIELD.search(response.text).group(1), **fields)
+    assert again.status_code == 200 and count(Signature) == 1
+
+
 def test_embed_form_signs_with_a_signed_token(make_app):
     """The embed may be framed anywhere and signs with its form token, without session CSRF."""
     app = make_app(WTF_CSRF_ENABLED=True)
@@ -345,12 +440,16 @@ def statements_run():
         event.remove(db.engine, "before_cursor_execute", collect)
 
 
-def test_form_view_is_one_select(app, client):
-    """Once the wording row exists and the count is cached, a form view runs one SELECT and writes nothing."""
+def test_form_view_is_served_from_the_page_cache(app, client):
+    """A form view within the page's lifetime runs no SQL; building it again is one SELECT, no write."""
     petition = factories.make_petition()
     url = f"/p/{petition.slug}"  # read now: the test shares the request's session, which commits
-    client.get(url)  # stores the legacy petition's wording row, caches the count
+    client.get(url)  # stores the legacy petition's wording row, caches the count and the page
     wording = petition.consent_wording
+    with statements_run() as seen:
+        response = client.get(url)
+    assert response.status_code == 200 and wording in response.text and seen == []
+    pages.cache().forget()
     with statements_run() as seen:
         response = client.get(url)
     assert response.status_code == 200 and wording in response.text
@@ -359,7 +458,7 @@ def test_form_view_is_one_select(app, client):
 
 
 def test_new_signer_is_one_statement_on_postgresql(app, client):
-    """On PostgreSQL a new address is signed with one statement after the petition lookup."""
+    """On PostgreSQL a new address is signed with one statement (the petition page is cached)."""
     if not is_postgres():
         pytest.skip("the single-statement path is PostgreSQL's (data-modifying CTEs)")
     # Only the slug: the test shares the request's session, whose commit would expire a model
@@ -369,8 +468,7 @@ def test_new_signer_is_one_statement_on_postgresql(app, client):
     with statements_run() as seen:
         response = sign(client, petition)
     assert response.status_code == 200 and "your signature has been added" in response.text
-    assert len(seen) == 2 and seen[0].startswith("SELECT petition.id")
-    assert seen[1].startswith("WITH new_supporter AS")
+    assert len(seen) == 1 and seen[0].startswith("WITH target AS")
     assert count(Signature) == 1 and count(Supporter) == 1 and count(ConsentEvent) == 1
 
 
@@ -414,6 +512,56 @@ def test_count_without_redis_is_exact(app, client, monkeypatch):
     assert "<strong>2</strong> people have signed" in sign(client, petition).text
 
 
+def test_status_change_in_this_process_shows_at_once(app, client):
+    """Closing a petition here drops this process's cached pages: the next view says it is closed."""
+    petition = factories.make_petition()
+    assert "<form" in client.get(f"/p/{petition.slug}").text
+    service.change_status(petition, "close")
+    page = client.get(f"/p/{petition.slug}").text
+    assert "This petition is closed" in page and "<form" not in page
+
+
+def test_petition_closed_elsewhere_refuses_signatures_at_once(app, client):
+    """Closed by another web process, a petition may show its cached form a moment longer, but the
+    database refuses the signature: a 409, nothing recorded, and the stale copy is dropped."""
+    petition = factories.make_petition()
+    slug = petition.slug
+    client.get(f"/p/{slug}")
+    # Another process closes it: no signal reaches this one's cache.
+    db.session.execute(db.update(Petition).where(Petition.id == petition.id).values(status="closed"))
+    db.session.commit()
+    assert "<form" in client.get(f"/p/{slug}").text  # the cached copy, for at most its lifetime
+    response = sign(client, SimpleNamespace(slug=slug), wording_version="1")
+    assert response.status_code == 409 and "This petition is closed" in response.text
+    assert count(Signature) == 0 and count(Supporter) == 0 and count(ConsentEvent) == 0
+    assert "<form" not in client.get(f"/p/{slug}").text
+
+
+def test_cached_page_is_rebuilt_after_its_lifetime(make_app):
+    """An edit made by another process shows once PUBLIC_PAGE_CACHE_SECONDS have passed."""
+    app = make_app(PUBLIC_PAGE_CACHE_SECONDS=0.2)
+    with app.app_context():
+        petition = factories.make_petition(title="First title")
+        slug, client = petition.slug, app.test_client()
+        assert "First title" in client.get(f"/p/{slug}").text
+        db.session.execute(db.update(Petition).where(Petition.id == petition.id).values(title="Second title"))
+        db.session.commit()
+        assert "First title" in client.get(f"/p/{slug}").text
+        time.sleep(0.3)
+        assert "Second title" in client.get(f"/p/{slug}").text
+
+
+def test_cached_pages_are_kept_per_host(app, client):
+    """The thank-you page links back to the host it was asked on, never to one cached for another Host."""
+    petition = factories.make_petition()
+    data = {"email": "mallory@example.net", "first_name": "M"}
+    forged = client.post(f"/p/{petition.slug}/sign", data=data, base_url="http://attacker.example")
+    assert f"http://attacker.example/p/{petition.slug}" in forged.text
+    response = sign(client, petition)
+    assert "your signature has been added" in response.text
+    assert f"http://localhost/p/{petition.slug}" in response.text and "attacker.example" not in response.text
+
+
 def test_simultaneous_signs_by_one_new_address(make_app):
     """Two requests signing with the same new address at once: both answered, one signature kept."""
     app = make_app()
@@ -454,7 +602,7 @@ def test_twin_creates_the_new_address_first(app, client):
             email="ada@example.net", email_status="never_subscribed").returning(Supporter.id)).scalar()
         other.execute(db.insert(Signature).values(petition_id=petition.id, supporter_id=supporter_id))
 
-    with twin_before(("WITH new_supporter", "INSERT INTO supporter"), twin_signs_first) as raced:
+    with twin_before(("WITH target", "INSERT INTO supporter"), twin_signs_first) as raced:
         response = sign(client, petition)
     assert raced and response.status_code == 200 and "You had already signed" in response.text
     assert count(Supporter) == 1 and count(Signature) == 1 and count(ConsentEvent) == 0
@@ -471,7 +619,7 @@ def test_long_slug_is_recorded_without_error(app, client):
     assert event_.source == f"petition:{'a' * 120}"[:120]
 
 
-@pytest.mark.parametrize("version", ["99999999999", "-1", "0", "x", ""])
+@pytest.mark.parametrize("version", ["99999999999", "-1", "0", "x", "", "7"])
 def test_unknown_wording_version_records_the_current_one(app, client, version):
     """A form posted with a version that cannot exist is recorded with the current wording."""
     petition = factories.make_petition()
@@ -488,3 +636,43 @@ def test_form_renders_no_none_attributes(app, client):
     assert '"None"' not in page and "aria-invalid" not in page
     errors = sign(client, petition, email="nope").text
     assert 'aria-describedby="email-err" aria-invalid="true"' in errors and '"None"' not in errors
+
+
+# What the quick check sees: absent fields, blanks, text around each length limit, odd countries.
+_maybe_text = st.one_of(st.none(), st.sampled_from(["", "  ", "Ada", " Ada "]), st.text(max_size=25),
+                        st.text(min_size=15, max_size=25), st.text(min_size=95, max_size=105),
+                        st.text(alphabet=" ", min_size=101, max_size=120))
+_emails = st.one_of(st.none(), st.emails(), st.text(max_size=30),
+                    st.sampled_from(["Ada@Example.NET", "  ada@example.net ", "a@b", "@example.net", "a" * 330]))
+_signature_forms = st.fixed_dictionaries({
+    "email": _emails, "first_name": _maybe_text, "last_name": _maybe_text, "postal_code": _maybe_text,
+    "comment": st.one_of(_maybe_text, st.text(min_size=1990, max_size=2010)),
+    "country": st.one_of(st.none(), st.text(max_size=4),
+                         st.sampled_from(["", " ", "gb", " fr ", "GBR", "g1", "ǅǅ", "ßß", "\u00e9e"])),
+    "consent": st.one_of(st.none(), st.sampled_from(["y", "", "false", "False", "on"])),
+    "wording_version": st.one_of(st.none(), st.sampled_from(["1", "", "x"])),
+})
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(values=_signature_forms)
+def test_quick_signature_data_accepts_only_what_the_form_accepts(app, values):
+    """Whatever quick_signature_data accepts, SignForm validates too, with exactly the same data."""
+    formdata = MultiDict({name: value for name, value in values.items() if value is not None})
+    quick = quick_signature_data(formdata)
+    if quick is None:
+        return  # the view builds the SignForm, which decides
+    with app.test_request_context(method="POST"):
+        form = SignForm(formdata=formdata, meta={"csrf": False})
+        assert form.validate(), form.errors
+        assert form.signature_data() == quick
+
+
+def test_quick_signature_data_takes_an_ordinary_signature(app):
+    """A plainly valid post takes the quick path (else the SignForm would be built for every signer)."""
+    data = quick_signature_data(MultiDict({"email": " Ada@Example.NET", "first_name": "Ada", "last_name": "",
+                                           "postal_code": "N1 1AA", "country": "gb", "comment": "",
+                                           "website": "", "wording_version": "1"}))
+    assert data is not None and data["email"] == "ada@example.net" and data["country"] == "GB"
+    assert data["consent"] is False and data["wording_version"] == "1"
+

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import nh3
 import redis
+from blinker import Namespace
 from flask import current_app
 from markdown_it import MarkdownIt
 from markupsafe import Markup
@@ -35,6 +36,10 @@ SLUG_MAX = 120
 
 DEFAULT_WORDING = ("By signing this petition you will receive periodic email updates from {org}. "
                    "You may unsubscribe at any time.")
+
+# Sent (with the app as sender) after a petition is saved or changes status, so whatever keeps
+# a copy of it (crm.public.pages) can drop it at once.
+petition_changed = Namespace().signal("petition-changed")
 
 # Editable fields, in the order the form shows them.
 FIELDS = ("slug", "title", "body", "addressed_to", "goal", "thank_you_message", "redirect_url",
@@ -241,6 +246,7 @@ def save_petition(data: dict, petition: Petition | None = None) -> Petition:
         db.session.rollback()
         raise PetitionInvalid({"slug": "Another petition already uses this slug, or someone "
                                        "saved this petition at the same moment. Try again."}) from None
+    petition_changed.send(current_app._get_current_object(), petition_id=petition.id)
     return petition
 
 
@@ -259,6 +265,7 @@ def change_status(petition: Petition, action: str) -> None:
         petition.closed_at = now
     petition.status = target
     db.session.commit()
+    petition_changed.send(current_app._get_current_object(), petition_id=petition.id)
 
 
 # ---- report ----------------------------------------------------------------------------------
@@ -393,6 +400,15 @@ def find_public(slug: str) -> PublicPetition | None:
     return PublicPetition(*row[:n], wording=wording)
 
 
+def form_version(value) -> int | None:
+    """The wording version a form was sent with, or None when it cannot be one we stored."""
+    try:
+        version = int(value)
+    except (TypeError, ValueError):
+        return None
+    return version if 0 < version < 2**31 else None
+
+
 def wording_for_form(petition: PublicPetition, version) -> Wording:
     """The wording a sign form shows, or showed: the version it carries, else the current one.
 
@@ -400,12 +416,7 @@ def wording_for_form(petition: PublicPetition, version) -> Wording:
     with the words they actually read. A legacy petition's current version is stored (and
     committed) by the first view that needs it, as current_wording() does.
     """
-    try:
-        version = int(version)
-    except (TypeError, ValueError):
-        version = None
-    if version is not None and not 0 < version < 2**31:
-        version = None  # whatever the form was sent with, it is no version we stored
+    version = form_version(version)
     if version is not None and version != petition.consent_wording_version:
         row = db.session.connection().execute(_WORDING_VERSION,
                                               {"petition_id": petition.id, "version": version}).first()
@@ -440,6 +451,12 @@ return false
 """
 
 
+@lru_cache(maxsize=8)
+def _incr_if_cached(client: redis.Redis):
+    """The bump script registered once per client (register_script hashes the source each time)."""
+    return client.register_script(_INCR_IF_CACHED)
+
+
 def _count_keys(petition_id: int) -> tuple[str, str]:
     key = f"petition:{petition_id}:signatures"
     return key, key + ":fresh"
@@ -470,7 +487,7 @@ def signature_added(petition_id: int) -> int:
     key, _ = _count_keys(petition_id)
     try:
         client = get_redis()
-        bumped = client.register_script(_INCR_IF_CACHED)(keys=[key], client=client)  # EVALSHA
+        bumped = _incr_if_cached(client)(keys=[key], client=client)  # EVALSHA
     except redis.RedisError as exc:
         log.warning("signature count cache unavailable (%s); counting in the database", exc)
         return _count_signatures(petition_id)

@@ -1,15 +1,18 @@
 """Recording a public signature: the supporter, the signature and the consent proof, together.
 
 A new address on PostgreSQL -- most signers of a busy petition -- is recorded by one
-statement (crm.petitions.queries.SIGN_NEW_SUPPORTER). Everything else goes through the ORM
-below, in the same transaction: a known supporter (fill blanks, one signature per
-petition, the resubscribe rules), a suppressed address, and every signature on SQLite.
+statement in autocommit (crm.petitions.queries.SIGN_NEW_SUPPORTER), which also checks that
+the petition is open and reads the wording version the form showed. Everything else goes
+through the ORM below, in one transaction, on a petition read afresh: a known supporter
+(fill blanks, one signature per petition, the resubscribe rules), a suppressed address, a
+wording version with no stored row, and every signature on SQLite.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import lru_cache
 
 from sqlalchemy.exc import IntegrityError
 
@@ -18,7 +21,7 @@ from crm.emails import normalise_email
 from crm.extensions import db
 from crm.models import STATUS_AFTER, Signature, Supporter, utcnow
 from crm.petitions import queries
-from crm.petitions.service import PublicPetition, Wording, wording_for_form
+from crm.petitions.service import PublicPetition, Wording, find_public, form_version, wording_for_form
 from crm.supporters.consent import record_consent
 from crm.supporters.suppression import email_hash, is_suppressed
 
@@ -30,6 +33,10 @@ FIELD_LIMITS = {"first_name": 100, "last_name": 100, "postal_code": 20, "country
 # consent_event.user_agent: a long slug or header is cut, never a database error.
 SUPPORTER_SOURCE_MAX, EVENT_SOURCE_MAX, SIGNATURE_SOURCE_MAX = 100, 120, 120
 COMMENT_MAX, USER_AGENT_MAX = 5000, 400
+
+
+class PetitionNotOpen(Exception):
+    """The petition is closed, archived, a draft or gone: nothing was recorded."""
 
 
 @dataclass(frozen=True)
@@ -48,19 +55,26 @@ def record_signature(petition: PublicPetition, form_data: dict, ip: str | None,
 
     form_data keys: email, first_name, last_name, postal_code, country, comment,
     consent (bool, checkbox mode), wording_version (the version the form showed, optional),
-    source (web or embed). Raises crm.emails.InvalidEmail for a bad address. Signing twice
-    records nothing new. A concurrent duplicate (same address, same moment) hits a unique
-    constraint; we roll back and try once more, when the other request's rows are visible,
-    so it is never a 500.
+    source (web or embed). Raises crm.emails.InvalidEmail for a bad address, PetitionNotOpen
+    when the petition no longer takes signatures (`petition` may be a cached copy: the
+    database decides). Signing twice records nothing new. A concurrent duplicate (same
+    address, same moment) hits a unique constraint; we roll back and try once more, when
+    the other request's rows are visible, so it is never a 500.
     """
     email = normalise_email(form_data.get("email", ""))
+    if is_postgres():
+        result = _sign_new_supporter(petition, email, form_data, ip, user_agent)
+        if result is not None:
+            return result
+    fresh = find_public(petition.slug)
+    if fresh is None or fresh.id != petition.id or fresh.status != "open":
+        db.session.rollback()
+        raise PetitionNotOpen(petition.slug)
+    petition = fresh
     wording = wording_for_form(petition, form_data.get("wording_version"))
-    fast = is_postgres()
     for attempt in (1, 2):
         try:
-            result = _sign_new_supporter(petition, email, wording, form_data, ip, user_agent) if fast else None
-            if result is None:
-                result = _sign(petition, email, wording, form_data, ip, user_agent)
+            result = _sign(petition, email, wording, form_data, ip, user_agent)
             db.session.commit()
             return result
         except IntegrityError:
@@ -70,29 +84,45 @@ def record_signature(petition: PublicPetition, form_data: dict, ip: str | None,
     raise AssertionError("unreachable")
 
 
-def _wants_updates(wording: Wording, form_data: dict) -> bool:
-    return wording.mode == "implied" or bool(form_data.get("consent"))
-
-
-def _sign_new_supporter(petition: PublicPetition, email: str, wording: Wording, form_data: dict,
+def _sign_new_supporter(petition: PublicPetition, email: str, form_data: dict,
                         ip: str | None, user_agent: str | None) -> SignResult | None:
-    """Record a new, unsuppressed address in one statement; None when the address is not new."""
-    wants_updates = _wants_updates(wording, form_data)
+    """Record a new, unsuppressed address in one statement; None when the ORM path must decide.
+
+    None: the address is known or suppressed, or the form's version is not stored (a
+    legacy petition's current one, say). A form without a usable version gets the current
+    wording. Raises PetitionNotOpen when the database says the petition takes no signatures.
+    """
     source = f"petition:{petition.slug}"
-    row = db.session.connection().execute(queries.SIGN_NEW_SUPPORTER, {
+    # Its own pooled connection in autocommit: the statement is atomic alone, and this
+    # spares the BEGIN and COMMIT round trips of the request's session. Sent as the driver's
+    # SQL, compiled once: about 30 us less per signature than executing the text() construct.
+    params = {
         "email": email, "email_hash": email_hash(email), **_profile_values(form_data),
-        "email_status": STATUS_AFTER["opt_in"] if wants_updates else "never_subscribed",
+        "consent_ticked": bool(form_data.get("consent")), "subscribed": STATUS_AFTER["opt_in"],
         "supporter_source": source[:SUPPORTER_SOURCE_MAX], "now": utcnow(),
         "petition_id": petition.id, "comment": _comment(form_data),
-        "signature_source": _signature_source(form_data),
-        "wants_updates": wants_updates, "event_source": source[:EVENT_SOURCE_MAX],
-        "wording": wording.text, "wording_version": wording.version, "wording_id": wording.id,
+        "signature_source": _signature_source(form_data), "event_source": source[:EVENT_SOURCE_MAX],
+        "wording_version": form_version(form_data.get("wording_version")),
         "ip": ip, "user_agent": (user_agent or "")[:USER_AGENT_MAX] or None,
-    }).one()
-    if row.supporter_id is None:
-        return None  # known or suppressed: nothing was written
-    return SignResult(signature_id=row.signature_id, supporter_id=row.supporter_id,
-                      consent_event_id=row.consent_event_id)
+    }
+    with db.engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+        row = conn.exec_driver_sql(_driver_sql(conn.dialect), params).one()
+    if row.supporter_id is not None:
+        return SignResult(signature_id=row.signature_id, supporter_id=row.supporter_id,
+                          consent_event_id=row.consent_event_id)
+    if not row.petition_open:
+        raise PetitionNotOpen(petition.slug)
+    return None  # known, suppressed, or a version that is not stored: the ORM path decides
+
+
+@lru_cache(maxsize=4)
+def _driver_sql(dialect) -> str:
+    return str(queries.SIGN_NEW_SUPPORTER.compile(dialect=dialect))
+
+
+def _wants_updates(wording: Wording, form_data: dict) -> bool:
+    return wording.mode == "implied" or bool(form_data.get("consent"))
 
 
 def _sign(petition: PublicPetition, email: str, wording: Wording, form_data: dict, ip: str | None,

@@ -68,20 +68,26 @@ COUNTRIES = [
 ]
 
 
+# The longest value each field takes (the form's Length validators and quick_signature_data).
+MAX_LENGTH = {"email": 320, "first_name": 100, "last_name": 100, "postal_code": 20, "comment": 2000}
+SIGNATURE_FIELDS = ("email", "first_name", "last_name", "postal_code", "country", "comment", "consent",
+                    "wording_version")
+
+
 class SignForm(FlaskForm):
     email = StringField("Email", validators=[InputRequired("Enter your email address."),
-                                             Length(max=320)], widget=TextInput(),
+                                             Length(max=MAX_LENGTH["email"])], widget=TextInput(),
                         render_kw={"autocomplete": "email", "inputmode": "email", "type": "email"})
     first_name = StringField("First name", validators=[InputRequired("Enter your first name."),
-                                                       Length(max=100)], widget=TextInput(),
+                                                       Length(max=MAX_LENGTH["first_name"])], widget=TextInput(),
                              render_kw={"autocomplete": "given-name"})
-    last_name = StringField("Last name", validators=[Optional(), Length(max=100)], widget=TextInput(),
-                            render_kw={"autocomplete": "family-name"})
-    postal_code = StringField("Postal code", validators=[Optional(), Length(max=20)], widget=TextInput(),
-                              render_kw={"autocomplete": "postal-code"})
+    last_name = StringField("Last name", validators=[Optional(), Length(max=MAX_LENGTH["last_name"])],
+                            widget=TextInput(), render_kw={"autocomplete": "family-name"})
+    postal_code = StringField("Postal code", validators=[Optional(), Length(max=MAX_LENGTH["postal_code"])],
+                              widget=TextInput(), render_kw={"autocomplete": "postal-code"})
     country = StringField("Country (two-letter code, e.g. GB)", validators=[Optional()], widget=TextInput(),
                           render_kw={"autocomplete": "country", "maxlength": 2})
-    comment = TextAreaField("Comment (optional)", validators=[Optional(), Length(max=2000)],
+    comment = TextAreaField("Comment (optional)", validators=[Optional(), Length(max=MAX_LENGTH["comment"])],
                             widget=TextArea(), render_kw={"rows": 3})
     consent = BooleanField("I agree", widget=CheckboxInput())
     wording_version = HiddenField(widget=HIDDEN)
@@ -102,12 +108,46 @@ class SignForm(FlaskForm):
 
     def validate_country(self, field):
         value = (field.data or "").strip().upper()
-        if value and (len(value) != 2 or not value.isalpha() or not value.isascii()):
+        if value and not is_country_code(value):
             raise ValidationError("Use the two-letter country code, for example GB or FR.")
         field.data = value
 
     def signature_data(self) -> dict:
         """The fields record_signature reads."""
-        return {name: getattr(self, name).data for name in (
-            "email", "first_name", "last_name", "postal_code", "country", "comment", "consent",
-            "wording_version")}
+        return {name: getattr(self, name).data for name in SIGNATURE_FIELDS}
+
+
+def is_country_code(value: str) -> bool:
+    """Two ASCII letters, upper-cased (any ISO 3166-1 alpha-2 shape is accepted)."""
+    return len(value) == 2 and value.isalpha() and value.isascii()
+
+
+def quick_signature_data(formdata) -> dict | None:
+    """SignForm(formdata).signature_data() when that form would validate without an error, else None.
+
+    Building and validating the SignForm costs about 0.2 ms, a fifth of a signature's
+    server time, and nearly every post is plainly valid. This accepts only what every
+    validator of SignForm accepts (the required fields given, every length within
+    MAX_LENGTH, a country blank or two letters, an address email-validator takes) and
+    returns the same data; for anything else it returns None and the caller builds the
+    SignForm, whose validation decides and whose messages the page shows.
+    tests/test_signing.py checks the two against each other on generated input.
+    """
+    get = formdata.get
+    data = {name: get(name) for name in SIGNATURE_FIELDS}
+    if not data["email"] or not data["first_name"]:
+        return None
+    for name, longest in MAX_LENGTH.items():
+        if data[name] is not None and len(data[name]) > longest:
+            return None
+    country = data["country"]
+    if country is not None and country.strip():  # blank: SignForm's Optional() ends the checks
+        country = data["country"] = country.strip().upper()
+        if not is_country_code(country):
+            return None
+    try:
+        data["email"] = normalise_email(data["email"])
+    except InvalidEmail:
+        return None
+    data["consent"] = data["consent"] not in (None, "false", "")  # BooleanField's false_values
+    return data

@@ -1,4 +1,4 @@
-"""A supporter signs a public petition in a real browser: session CSRF, thank-you page, the count."""
+"""A supporter signs a public petition in a real browser: CSRF cookie and token, thank-you page, the count."""
 
 from __future__ import annotations
 
