@@ -16,10 +16,10 @@ One run:
    the limiter still runs (one Redis call per POST), it just never refuses.
 3. Load processes (separate interpreters, threads with keep-alive http.client connections)
    run two phases of warm-up + fixed duration: GET /healthz, then signing as a browser
-   does: GET /p/<slug> (the session cookie and CSRF token come from that page), then POST
-   /p/<slug>/sign with a unique email. A simulated client starts a fresh session (no cookie)
-   every BENCH_SIGNING_SIGNS_PER_SESSION signers. Only requests completing inside the
-   measured window count towards rates and latency percentiles.
+   does: GET /p/<slug> (the CSRF cookie and token come from that page), then POST
+   /p/<slug>/sign with the cookie, the token and a unique email. A simulated client starts a
+   fresh browser (no cookies) every BENCH_SIGNING_SIGNS_PER_SESSION signers. Only requests
+   completing inside the measured window count towards rates and latency percentiles.
 4. Every signer the load processes saw accepted (200 "your signature has been added") is
    looked up: a signature, a supporter and an opt_in consent event each, exactly once.
 
@@ -113,16 +113,16 @@ VERSION_RE = re.compile(rb'name="wording_version" type="hidden" value="([^"]*)"'
 
 
 class Client:
-    """One browser: a keep-alive connection and a session cookie."""
+    """One browser: a keep-alive connection and its cookie jar (the public form's CSRF cookie)."""
 
     def __init__(self, port: int):
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        self.cookie: str | None = None
+        self.cookies: dict[str, str] = {}
 
     def request(self, method: str, path: str, body: str | None = None) -> tuple[int, bytes]:
         headers = {"User-Agent": "bench-signing/1.0 (http.client)", "Accept": "text/html"}
-        if self.cookie:
-            headers["Cookie"] = self.cookie
+        if self.cookies:
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
         if body is not None:
             headers["Content-Type"] = "application/x-www-form-urlencoded"
         try:
@@ -133,8 +133,9 @@ class Client:
             self.conn.close()  # the next request opens a new connection
             raise
         for value in resp.headers.get_all("Set-Cookie") or ():
-            if value.startswith("session="):
-                self.cookie = value.split(";", 1)[0]  # a browser would also honour Secure: we are the proxy
+            # Kept whatever its name; a browser would also honour Secure (and __Host-): we are the proxy.
+            name, _, rest = value.partition("=")
+            self.cookies[name] = rest.split(";", 1)[0]
         return resp.status, data
 
 
@@ -158,7 +159,7 @@ def _sign_loop(port: int, window: tuple[float, float], log: ClientLog, prefix: s
     n = 0
     while time.perf_counter() < window[1]:
         if n % per_session == 0:
-            client.cookie = None  # a new person, a new browser
+            client.cookies.clear()  # a new person, a new browser
         n += 1
         email = f"{SIGNER_PREFIX}{prefix}-{n}@example.net"
         started = time.perf_counter()
