@@ -7,6 +7,7 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import func
 
 from crm.extensions import db
 from crm.models import AuditLog, ConsentEvent, Message, Segment, Signature, Supporter, Suppression, Tag, utcnow
@@ -43,6 +44,38 @@ def people(app):
     tag(cy, "volunteer")
     return {"ana": ana.id, "ben": ben.id, "cy": cy.id, "asylum": asylum.id,
             "detention": detention.id, "volunteer": volunteer.id}
+
+
+def test_search_takes_wildcards_literally(people):
+    """% and _ in a search are characters to find, not LIKE wildcards."""
+    odd = factories.make_supporter(email="under_score@example.net", first_name="Per%cent", last_name="X")
+    assert ids(SupporterFilter(q="%")) == {odd.id}
+    assert ids(SupporterFilter(q="_")) == {odd.id}
+    assert ids(SupporterFilter(q="r_s")) == {odd.id}
+    assert ids(SupporterFilter(q="rXs")) == set()
+
+
+def test_search_uses_the_trigram_index_on_postgresql(people):
+    """The list's search expression is the one revision 0008 indexed, to the letter, so PostgreSQL
+    uses the index even in a generic plan (psycopg prepares a statement on its 6th run): a bound
+    constant inside the expression would not match it."""
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("the trigram index is PostgreSQL's")
+    from psycopg import sql
+    from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
+
+    statement = service.filtered_query(SupporterFilter(q="silva")).with_only_columns(func.count())
+    compiled = statement.compile(dialect=PGDialect_psycopg(paramstyle="numeric_dollar"))
+    with db.engine.connect() as connection:
+        for setting in ("plan_cache_mode = force_generic_plan", "enable_seqscan = off"):
+            connection.exec_driver_sql(f"SET LOCAL {setting}")
+        connection.exec_driver_sql(f"PREPARE supporter_search AS {compiled}")
+        raw = connection.connection.driver_connection
+        values = ", ".join(sql.Literal(compiled.params[name]).as_string(raw) for name in compiled.positiontup)
+        explain = f"EXPLAIN EXECUTE supporter_search({values})".replace("%", "%%")  # no placeholders here
+        plan = "\n".join(row[0] for row in connection.exec_driver_sql(explain))
+        connection.exec_driver_sql("DEALLOCATE supporter_search")
+    assert "ix_supporter_search_trgm" in plan, plan
 
 
 def test_each_filter_selects_the_right_supporters(people):
