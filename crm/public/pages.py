@@ -85,7 +85,8 @@ class PageCache:
             return entry
         petition = load(slug)
         if petition is None:
-            self._entries.pop((slug, origin), None)
+            with self._lock:  # forget() may be walking the keys in another thread
+                self._entries.pop((slug, origin), None)
             return None
         entry = Entry(petition=petition, expires=now + lifetime)
         with self._lock:
