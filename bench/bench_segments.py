@@ -40,6 +40,8 @@ import statistics
 import tempfile
 import time
 
+from bench.pg import drop_database, ensure_database
+
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/bench_segments"
 DEFAULT_SUPPORTERS = 1_000_000
 DEFAULT_EVENTS = 1_000_000
@@ -47,26 +49,6 @@ DEFAULT_SQLITE_SUPPORTERS = 200_000
 DEFAULT_SQLITE_PATH = os.path.join(tempfile.gettempdir(), "crm-bench-segments.sqlite3")
 CAMPAIGNS = 20
 EVENTS_PER_MESSAGE = 2.0  # the generator below averages about this many
-
-
-def ensure_database(url: str) -> None:
-    """CREATE DATABASE if missing (autocommit: it cannot run inside a transaction)."""
-    import psycopg
-    from psycopg import sql
-
-    base, _, name = url.rpartition("/")
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
-        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-
-
-def drop_database(url: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    base, _, name = url.rpartition("/")
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 SUPPORTERS = [
@@ -364,8 +346,6 @@ def run(supporters: int | None = None, events: int | None = None, *, rebuild: bo
         url = f"sqlite:///{path}"
     else:
         url = os.environ.get("BENCH_SEGMENT_DATABASE_URL", DEFAULT_URL)
-        if url.rpartition("/")[2] == "test":
-            raise SystemExit("BENCH_SEGMENT_DATABASE_URL must not be the test suite's database `test`")
         ensure_database(url)
     instance = tempfile.TemporaryDirectory(prefix="crm-bench-")
     app = create_app({"CRM_ENV": "testing", "SECRET_KEY": "bench", "DATABASE_URL": url,

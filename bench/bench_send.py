@@ -33,6 +33,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.pg import fresh_database, release
+
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/bench_send"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/13"
 SINK = "/usr/sbin/smtp-sink"
@@ -58,25 +60,6 @@ GENERATE = [
        SELECT s.id, (SELECT t.id FROM tag t WHERE t.name = 'send-bench') FROM supporter s ORDER BY s.id LIMIT %(k)s""",
     "ANALYZE",
 ]
-
-
-def ensure_database(url: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    base, _, name = url.rpartition("/")
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-
-
-def drop_database(url: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    base, _, name = url.rpartition("/")
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 class Sink:
@@ -152,9 +135,7 @@ def run() -> list[dict]:
     n_snapshot = int(os.environ.get("BENCH_SEND_SNAPSHOT", 1_000_000))
     n_send = int(os.environ.get("BENCH_SEND_RECIPIENTS", 100_000))
     processes = int(os.environ.get("BENCH_SEND_WORKERS", 2))
-    if url.rpartition("/")[2] in ("test", "postgres"):
-        raise SystemExit("BENCH_SEND_DATABASE_URL must be a database of its own")
-    ensure_database(url)
+    fresh_database(url)
     instance = tempfile.mkdtemp(prefix="crm-bench-send-")
     settings = {"CRM_ENV": "production", "SECRET_KEY": "bench-secret", "DATABASE_URL": url, "REDIS_URL": redis_url,
                 "BASE_URL": "https://crm.example.org", "ORG_NAME": "Bench Org",
@@ -261,12 +242,7 @@ def run() -> list[dict]:
                  "notes": f"{duplicates} duplicates, {missing} missing of {n_send:,}"},
             ]
     finally:
-        with app.app_context():
-            db.session.remove()
-            db.engine.dispose()
-        if not os.environ.get("BENCH_SEND_KEEP"):
-            drop_database(url)
-        shutil.rmtree(instance, ignore_errors=True)
+        release(app, url, instance, keep=bool(os.environ.get("BENCH_SEND_KEEP")))
     return rows
 
 

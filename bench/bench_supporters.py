@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import statistics
 import tempfile
 import time
 
-from bench.bench_send import drop_database, ensure_database
+from bench.pg import fresh_database, release
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/bench_supporters"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/13"
@@ -86,11 +85,9 @@ def run() -> list[dict]:
     from crm.redis_conn import get_redis
 
     url = os.environ.get("BENCH_SUPPORTERS_DATABASE_URL", DEFAULT_URL)
-    if url.rpartition("/")[2] in ("test", "postgres"):
-        raise SystemExit("BENCH_SUPPORTERS_DATABASE_URL must be a database of its own")
     n = int(os.environ.get("BENCH_SUPPORTERS_ROWS", 1_000_000))
     repeats = int(os.environ.get("BENCH_SUPPORTERS_REPEATS", 7))
-    ensure_database(url)
+    fresh_database(url)
     instance = tempfile.mkdtemp(prefix="crm-bench-supporters-")
     app = create_app({"CRM_ENV": "production", "SECRET_KEY": "bench-secret", "DATABASE_URL": url,
                       "REDIS_URL": os.environ.get("BENCH_SUPPORTERS_REDIS_URL", DEFAULT_REDIS),
@@ -146,12 +143,7 @@ def run() -> list[dict]:
             rows.append({"case": name, "value": f"{median:.0f}", "unit": "ms",
                          "notes": f"median of {repeats}, worst {worst:.0f} ms; {matched} match; {path}"})
     finally:
-        with app.app_context():
-            db.session.remove()
-            db.engine.dispose()
-        if not os.environ.get("BENCH_SUPPORTERS_KEEP"):
-            drop_database(url)
-        shutil.rmtree(instance, ignore_errors=True)
+        release(app, url, instance, keep=bool(os.environ.get("BENCH_SUPPORTERS_KEEP")))
     return rows
 
 
