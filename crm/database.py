@@ -4,7 +4,7 @@ import hashlib
 import time
 
 from flask import Flask
-from sqlalchemy import event, exc
+from sqlalchemy import event, exc, text
 from sqlalchemy.engine import Engine
 
 from crm.extensions import db
@@ -24,6 +24,20 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 
 def _sha256_hex(value: str | None) -> str | None:
     return None if value is None else hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+def plan_for_these_values() -> None:
+    """Have PostgreSQL plan the rest of this transaction's statements for the values they carry.
+
+    psycopg prepares a statement on its 6th run on a connection, and from about the 11th
+    PostgreSQL may settle on a generic plan, made without the values. Where the values decide
+    the plan that is slow: a supporter search page for a rare term, planned generically, walks
+    the primary key backwards filtering a million rows (165 ms, EXPLAIN ANALYZE, 1M supporters)
+    instead of reading the trigram index (6 ms); a segment count loses its row estimates (0.56 s
+    against 0.41 s). Planning each run costs about a millisecond. SQLite plans every statement.
+    """
+    if db.session.get_bind().dialect.name == "postgresql":
+        db.session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
 
 
 # A pooled connection that sat unused this long is pinged before it is handed out: a database

@@ -34,6 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import FunctionElement
 
+from crm.database import plan_for_these_values
 from crm.extensions import db
 from crm.models import EngagementEvent, Message, Signature, Supporter, supporter_tag, utcnow
 from crm.segments.rules import ValidatedRules, validate
@@ -156,7 +157,8 @@ def count(rules: Any) -> int:
     # again, and hashes the signatures per worker (0.56 s against 0.41 s, EXPLAIN ANALYZE on an
     # idle machine). psycopg server-prepares a statement on its 6th run on one connection and
     # PostgreSQL switches to a generic plan from the 11th, so a connection that counts the same
-    # segment over and over gets there unless the engine turns psycopg's prepare_threshold off.
+    # segment over and over would get there: counts are planned for their values instead.
+    plan_for_these_values()
     return db.session.scalar(select(func.count()).select_from(supporter).where(segment_condition(rules)))
 
 

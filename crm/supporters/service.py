@@ -10,6 +10,7 @@ from sqlalchemy import Select, delete, exists, false, func, insert, literal, lit
 from sqlalchemy.exc import IntegrityError
 
 from crm import audit
+from crm.database import plan_for_these_values
 from crm.emails import InvalidEmail, normalise_email
 from crm.extensions import db
 from crm.models import (
@@ -184,6 +185,7 @@ def segment_choices() -> list[tuple[int, str]]:
 
 def count_supporters(flt: SupporterFilter) -> int:
     """How many supporters match (one COUNT query)."""
+    plan_for_these_values()
     ids = filtered_query(flt).with_only_columns(Supporter.id).subquery()
     return db.session.scalar(db.select(func.count()).select_from(ids)) or 0
 
@@ -247,6 +249,7 @@ def page_of_supporters(flt: SupporterFilter, sort: str = DEFAULT_SORT, after: st
         sort = DEFAULT_SORT
     column_name, descending = SORTS[sort]
     cursor = parse_cursor(sort, after)
+    plan_for_these_values()
     query = filtered_query(flt)
     if column_name is None:
         order = [Supporter.id.desc() if descending else Supporter.id.asc()]
