@@ -124,7 +124,9 @@ class SMTPTransport:
         that next message; start() then finds the replies waiting. Once DATA is accepted the
         content must follow (or the connection be dropped), so announce only what will be
         started. Does nothing without an open, pipelining connection or for an address start()
-        will refuse: start() then does the whole envelope itself.
+        will refuse: start() then does the whole envelope itself. (Checked against Postfix 3.7's
+        smtpd with smtpd_forbid_unauth_pipelining = yes, which drops clients that pipeline where
+        RFC 2920 forbids it: it accepts this.)
         """
         smtp = self._smtp
         if smtp is None or self._announced is not None or not smtp.has_extn("pipelining"):
