@@ -28,6 +28,7 @@ from crm.redis_conn import get_redis
 from crm.supporters.consent import record_consent
 from crm.supporters.suppression import suppress
 from tests import factories
+from tests.conftest import DROP_CONNECTION
 from tests.factories import drain
 from workers import queue
 
@@ -268,6 +269,35 @@ def test_temporary_refusal_is_retried_and_delivered_once(send_app, smtp):
 
     assert smtp.handler.recipients() == [person.email]
     assert statuses(campaign) == {"sent": 1}
+
+
+def test_content_refused_mid_stream_is_retried_and_the_rest_go_once(send_app, smtp):
+    """The relay answers 451 to one message's content (the next envelope already behind it) and
+    drops the connection after another's: the first is retried on a fresh connection and
+    delivered, the second may have arrived so it is `unknown`, never resent; everyone else in
+    the chunk gets exactly one message."""
+    people = supporters(7)
+    deferred, dropped = people[1].email, people[4].email
+    answers = {deferred: ["451 4.3.0 Try again later", "250 OK"], dropped: [DROP_CONNECTION]}
+
+    def answer(count, envelope):
+        script = answers.get(envelope.rcpt_tos[0])
+        return (script.pop(0) if len(script) > 1 else script[0]) if script else "250 OK"
+
+    smtp.handler.on_message = answer
+    send_app.config["SEND_ERROR_WINDOW"] = 1000  # keep the threshold out of this test
+    campaign = campaign_to(segment())
+    lifecycle.send_now(campaign)
+    drain(send_app)
+
+    received = smtp.handler.recipients()
+    assert received.count(deferred) == 2  # refused once, then accepted
+    assert received.count(dropped) == 1
+    assert sorted(set(received)) == sorted(p.email for p in people)
+    assert all(received.count(p.email) == 1 for p in people if p.email not in (deferred, dropped))
+    assert statuses(campaign) == {"sent": 6, "unknown": 1}
+    row = db.session.scalars(db.select(Message).where(Message.email == dropped)).one()
+    assert row.status == "unknown"
 
 
 def test_persistent_deferral_ends_failed_not_resent_forever(send_app, smtp):
