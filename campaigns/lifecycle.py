@@ -14,7 +14,6 @@ from sqlalchemy import func, select
 
 from campaigns import pipeline, queries
 from campaigns.compose import SAMPLE_SUPPORTER
-from campaigns.mime import ascii_address
 from campaigns.pipeline import Renderer, readiness_problem
 from campaigns.tokens import test_unsubscribe_url
 from campaigns.transport import SMTPTransport
@@ -179,8 +178,7 @@ def deliver_test(campaign_id: int, addresses: list[str], supporter_id: int | Non
         for address in addresses:
             msgid, raw = renderer.render_message(0, {**person, "email": address}, test=True,
                                                  unsubscribe=test_unsubscribe_url())
-            transport.deliver(current_app.config.get("BOUNCE_ADDRESS") or campaign.sender.email,
-                              ascii_address(address), raw)
+            transport.deliver(current_app.config.get("BOUNCE_ADDRESS") or campaign.sender.email, address, raw)
             ids.append(msgid)
     return ids
 

@@ -27,6 +27,10 @@ from email_validator import EmailNotValidError, validate_email
 CRLF = b"\r\n"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _ASCII_PRINTABLE = re.compile(r"^[\x20-\x7e]*$")
+QP_LINE_MAX = 76  # RFC 2045 6.7, rule 5
+# Encoded pieces kept per campaign: the template's own (a few dozen) and the latest personal
+# values, dropped all at once when full (a few hundred messages apart).
+CACHED_PIECES_MAX = 1024
 
 
 def clean_header_value(value: str) -> str:
@@ -115,11 +119,6 @@ def quoted_printable(text: str | Iterable[str], cache: dict[str, bytes] | None =
     return data[:-3] if data.endswith(b"=\r\n") else data
 
 
-# Encoded pieces kept per campaign: the template's own (a few dozen) and the latest personal
-# values, dropped all at once when full (a few hundred messages apart).
-CACHED_PIECES_MAX = 1024
-
-
 def _encode_piece(piece: str) -> bytes:
     """One piece, CRLF line ends; unless it ends a line, it ends with a soft break."""
     if len(piece) < QP_LINE_MAX and piece.isascii() and piece.isprintable() and "=" not in piece \
@@ -154,9 +153,6 @@ def _short_lines(lines: list[bytes]) -> list[bytes]:
             line = line[cut:]
         out.append(line)
     return out
-
-
-QP_LINE_MAX = 76
 
 
 def domain_of(address: str) -> str:

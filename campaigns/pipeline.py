@@ -29,7 +29,7 @@ from sqlalchemy import update
 
 from campaigns import queries
 from campaigns.compose import CompiledCampaign, campaign_context, compile_campaign, org_context, supporter_context
-from campaigns.mime import MessageSkeleton, ascii_address
+from campaigns.mime import MessageSkeleton
 from campaigns.throttle import ErrorWindow, Heartbeat, RelaySlots, RunState, SendRate, is_alive, set_campaign_state
 from campaigns.tokens import unsubscribe_url
 from campaigns.transport import (
@@ -291,7 +291,7 @@ class _Batch:
         in the same transaction: one durable commit (the claim's must be) instead of two."""
         pending, self.pending = self.pending, []
         queries.record(pending, commit=False)
-        rows = queries.claim(self.campaign_id, after_id, upto_id, self.holder, self.chunk, _now(), commit=False)
+        rows = queries.claim(self.campaign_id, after_id, upto_id, self.holder, self.chunk, _now())
         people = queries.recipients([r.supporter_id for r in rows if r.supporter_id is not None],
                                     with_petitions=self.renderer.uses_petitions) if rows else {}
         db.session.commit()
@@ -325,7 +325,7 @@ class _Batch:
                 self._outcome(row.id, "suppressed", error="consent changed before sending")
                 continue
             if in_flight is not None:
-                self.transport.announce(self.envelope_from, ascii_address(person["email"]))
+                self.transport.announce(self.envelope_from, person["email"])
             try:
                 msgid, raw = self.renderer.render_message(row.id, person)
             except ValueError as exc:  # e.g. an address no header can carry: this one fails, the rest go
@@ -347,7 +347,7 @@ class _Batch:
     def _start(self, flight: _InFlight) -> _InFlight:
         """Hand the message to the relay; a refusal is kept for _settle to act on, in order."""
         try:
-            self.transport.start(self.envelope_from, ascii_address(flight.email), flight.raw)
+            self.transport.start(self.envelope_from, flight.email, flight.raw)
         except DeliveryError as exc:
             flight.error = exc
         return flight
@@ -407,7 +407,7 @@ class _Batch:
             self.heartbeat.beat()
             time.sleep(self.backoff * (2 ** attempt))
             try:
-                self.transport.deliver(self.envelope_from, ascii_address(recipient), raw)
+                self.transport.deliver(self.envelope_from, recipient, raw)
                 return
             except TemporaryFailure as exc:
                 error = exc

@@ -85,12 +85,11 @@ def id_bounds(campaign_id: int, status: str = "queued") -> tuple[int | None, int
     return row[0], row[1]
 
 
-def claim(campaign_id: int, after_id: int, upto_id: int, holder: str, limit: int, now: datetime,
-          commit: bool = True) -> list:
+def claim(campaign_id: int, after_id: int, upto_id: int, holder: str, limit: int, now: datetime) -> list:
     """Move up to `limit` queued rows with ids in (after_id, upto_id] to `sending`; return them.
 
-    The claim must be committed, durably, before anything is sent: `commit=False` lets the
-    caller add statements to the transaction and commit it itself.
+    The caller commits (durably: the claim must be on disk before anything is sent), after
+    adding what belongs in the same transaction.
 
     The chosen ids come from a CTE: PostgreSQL materialises a CTE with FOR UPDATE exactly once,
     whereas `WHERE id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)` may be re-evaluated by the
@@ -114,10 +113,7 @@ def claim(campaign_id: int, after_id: int, upto_id: int, holder: str, limit: int
         .values(status="sending", claimed_by=holder, claimed_at=now, attempts=m.attempts + 1)
         .returning(m.id, m.supporter_id)
     )
-    rows = db.session.execute(stmt).all()
-    if commit:
-        db.session.commit()
-    return sorted(rows, key=lambda r: r.id)
+    return sorted(db.session.execute(stmt).all(), key=lambda r: r.id)
 
 
 def recipients(supporter_ids: list[int], with_petitions: bool = True) -> dict[int, dict]:

@@ -8,6 +8,7 @@ import ssl
 
 from flask import Flask
 
+from campaigns.mime import ascii_address
 from crm.config import parse_smtp_url
 
 DEFAULT_OUTBOX_PORT = 8025
@@ -214,7 +215,11 @@ class SMTPTransport:
 
     @staticmethod
     def _envelope(smtp: smtplib.SMTP, sender: str, recipient: str) -> bytes:
-        """MAIL, RCPT and DATA for one message, or PermanentFailure for an address we cannot send."""
+        """MAIL, RCPT and DATA for one message, or PermanentFailure for an address we cannot send.
+
+        An internationalised domain goes out in its ASCII (IDNA) form; only a non-ASCII local
+        part needs SMTPUTF8."""
+        sender, recipient = ascii_address(sender), ascii_address(recipient)
         utf8 = not (sender.isascii() and recipient.isascii())
         if utf8 and not smtp.has_extn("smtputf8"):
             raise PermanentFailure(None, "the address needs SMTPUTF8 (RFC 6531), which the relay does not offer")

@@ -390,23 +390,33 @@ def test_embed_token_tampering_is_400(app, client, tamper):
 
 
 @contextmanager
+def on_statement(callback):
+    """Call `callback(statement)` before each SQL statement sent to the database inside the block."""
+    def before(conn, cursor, statement, parameters, context, executemany):
+        callback(statement)
+
+    event.listen(db.engine, "before_cursor_execute", before)
+    try:
+        yield
+    finally:
+        event.remove(db.engine, "before_cursor_execute", before)
+
+
+@contextmanager
 def twin_before(statement_starts: tuple[str, ...], twin):
     """Run `twin(connection)` on a connection of its own, committed, just before our first
     statement that starts with one of `statement_starts`; yields a list that is non-empty once it ran."""
     raced: list[bool] = []
 
-    def before(conn, cursor, statement, parameters, context, executemany):
+    def before(statement):
         if statement.lstrip().startswith(statement_starts) and not raced:
             raced.append(True)
             with db.engine.connect() as other:
                 twin(other)
                 other.commit()
 
-    event.listen(db.engine, "before_cursor_execute", before)
-    try:
+    with on_statement(before):
         yield raced
-    finally:
-        event.remove(db.engine, "before_cursor_execute", before)
 
 
 def test_concurrent_duplicate_is_absorbed(app, client):
@@ -428,16 +438,9 @@ def test_concurrent_duplicate_is_absorbed(app, client):
 @contextmanager
 def statements_run():
     """Collect the SQL statements sent to the database inside the block."""
-    seen = []
-
-    def collect(conn, cursor, statement, parameters, context, executemany):
-        seen.append(" ".join(statement.split()))
-
-    event.listen(db.engine, "before_cursor_execute", collect)
-    try:
+    seen: list[str] = []
+    with on_statement(lambda statement: seen.append(" ".join(statement.split()))):
         yield seen
-    finally:
-        event.remove(db.engine, "before_cursor_execute", collect)
 
 
 def test_form_view_is_served_from_the_page_cache(app, client):
