@@ -46,6 +46,7 @@ from crm.redis_conn import get_redis
 from crm.segments import compiler
 from crm.segments.rules import RuleError, validate
 from crm.supporters.consent import record_consent
+from crm.supporters.withdrawn import WithdrawalWatch
 
 log = logging.getLogger(__name__)
 
@@ -264,6 +265,9 @@ class _Batch:
         self.backoff = float(config["SEND_RETRY_BACKOFF_SECONDS"])
         self.flush_every = int(config["SEND_FLUSH_EVERY"])
         self.tokens = 0
+        # Subscribed before the first claim reads anyone: see crm/supporters/withdrawn.py.
+        self.watch = WithdrawalWatch(redis)
+        self.chunk_generation = 0
         self.pending: list[dict] = []
         self.failures: list[bool] = []
         self.sent = 0
@@ -283,6 +287,7 @@ class _Batch:
         finally:
             self.flush()
             self.transport.close()
+            self.watch.close()
             self.slots.release(self.holder)
         return self.sent
 
@@ -291,6 +296,7 @@ class _Batch:
         in the same transaction: one durable commit (the claim's must be) instead of two."""
         pending, self.pending = self.pending, []
         queries.record(pending, commit=False)
+        self.chunk_generation = self.watch.generation  # notices from here on cover this read
         rows = queries.claim(self.campaign_id, after_id, upto_id, self.holder, self.chunk, _now())
         people = queries.recipients([r.supporter_id for r in rows if r.supporter_id is not None],
                                     with_petitions=self.renderer.uses_petitions) if rows else {}
@@ -338,11 +344,38 @@ class _Batch:
             self._take_token(len(rows) - i)
             if in_flight is not None:
                 self._settle(in_flight, rows)
+                in_flight = None
+            if self._withdrawn_since_claim(rows, i):
+                # Unsubscribed (or bounced, complained, suppressed) after the claim read them:
+                # checked here, the last moment before the content goes to the relay.
+                self.transport.withdraw()
+                self._outcome(row.id, "suppressed", error="consent withdrawn while sending")
+                continue
             in_flight = self._start(_InFlight(i, row, person["email"], msgid, raw))
         if in_flight is not None:
             self._settle(in_flight, rows)
         # If anything above raised, the row in flight stays `sending` and the sweep calls it
         # unknown: it may have been delivered, so it is never sent again.
+
+    def _withdrawn_since_claim(self, rows: list, i: int) -> bool:
+        """Whether rows[i]'s supporter stopped being mailable since this chunk was claimed.
+
+        The withdrawal notices answer (no round trip); when they may have missed some (the
+        subscription broke), the database does: for this row alone while Redis is away, or
+        for the rest of the chunk at once when the subscription is back, after which the
+        notices answer again."""
+        supporter_id = rows[i].supporter_id
+        verdict = self.watch.is_withdrawn(supporter_id, self.chunk_generation)
+        if verdict is not None:
+            return verdict
+        listening, generation = self.watch.listening, self.watch.generation
+        ids = [r.supporter_id for r in (rows[i:] if listening else rows[i:i + 1])]
+        mailable = queries.mailable_among(ids)
+        db.session.commit()  # end the read: SQLite would otherwise keep its snapshot
+        self.watch.withdrawn.update(set(ids) - mailable)
+        if listening:
+            self.chunk_generation = generation
+        return supporter_id not in mailable
 
     def _start(self, flight: _InFlight) -> _InFlight:
         """Hand the message to the relay; a refusal is kept for _settle to act on, in order."""

@@ -139,6 +139,15 @@ def recipients(supporter_ids: list[int], with_petitions: bool = True) -> dict[in
     return people
 
 
+def mailable_among(supporter_ids: list[int | None]) -> set[int]:
+    """Which of these supporters may still be mailed: the send loop's fallback when it may
+    have missed a withdrawal notice (crm/supporters/withdrawn.py). A primary-key lookup."""
+    ids = [i for i in supporter_ids if i is not None]
+    if not ids:
+        return set()
+    return set(db.session.scalars(select(Supporter.id).where(Supporter.id.in_(ids), mailable())))
+
+
 # Outcomes are written in batches by primary key (executemany; psycopg 3 pipelines it), so
 # the database is not the bottleneck, while the window of "sent but not yet recorded" stays
 # at one flush (a few dozen messages at most).

@@ -24,6 +24,7 @@ def create_app(config: dict | None = None) -> Flask:
     from crm.config import load_config
     from crm.database import init_database
     from crm.extensions import csrf, db, login_manager, migrate
+    from crm.supporters import withdrawn
 
     app = Flask(
         __name__,
@@ -42,6 +43,7 @@ def create_app(config: dict | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count, x_host=count)
 
     init_database(app)
+    withdrawn.init_app(app)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"), render_as_batch=True)
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"

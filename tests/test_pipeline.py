@@ -236,6 +236,79 @@ def test_unsubscribe_mid_send_stops_that_message(send_app, smtp):
     assert campaign.status == "sent" and campaign.suppressed_count == 1
 
 
+def _one_click(app, message_id: int) -> int:
+    """An RFC 8058 one-click POST for a message, as a mailbox provider sends it; its status code."""
+    from campaigns.tokens import make_unsubscribe_token
+
+    with app.app_context():
+        response = app.test_client(use_cookies=False).post(
+            f"/u/{make_unsubscribe_token(message_id)}", data={"List-Unsubscribe": "One-Click"})
+        return response.status_code
+
+
+def _row_of(supporter: Supporter) -> Message:
+    return db.session.scalars(db.select(Message).where(Message.supporter_id == supporter.id)).one()
+
+
+def test_unsubscribe_of_an_already_claimed_row_stops_its_message(send_app, smtp):
+    """A one-click unsubscribe that answers while the person's row is claimed by a running batch:
+    nothing reaches the SMTP server for them, and the row says why."""
+    people = supporters(10)
+    leaver = people[-2]
+    campaign = campaign_to(segment())
+    seen = {}
+
+    def unsubscribe_during_second(count, envelope):
+        if count == 2:  # the batch claimed all ten and waits for this reply
+            with send_app.app_context():
+                seen["status"] = _row_of(leaver).status
+                seen["answer"] = _one_click(send_app, _row_of(leaver).id)
+
+    smtp.handler.on_message = unsubscribe_during_second
+    send_app.config["SEND_CHUNK_SIZE"] = 10
+    lifecycle.send_now(campaign)
+    drain(send_app)
+
+    assert not smtp.handler.errors
+    assert seen == {"status": "sending", "answer": 200}
+    assert leaver.email not in smtp.handler.recipients()
+    assert sorted(smtp.handler.recipients()) == sorted(p.email for p in people if p is not leaver)
+    db.session.expire_all()
+    row = _row_of(leaver)
+    assert (row.status, row.error) == ("suppressed", "consent withdrawn while sending")
+    db.session.refresh(campaign)
+    assert campaign.status == "sent" and campaign.suppressed_count == 1
+
+
+def test_withdrawal_missed_while_the_subscription_was_down_is_caught_by_the_database(send_app, smtp):
+    """A withdrawal whose notice never arrived (the batch's Redis connection broke, as when Redis
+    restarts) is still honoured: the batch asks the database once it knows it may have missed one."""
+    people = supporters(10)
+    leaver = people[-2]
+    campaign = campaign_to(segment())
+
+    def withdraw_silently_then_break_the_subscription(count, envelope):
+        if count == 2:
+            with send_app.app_context():
+                # The opt-out commits, but its notice is lost (as if published into a Redis
+                # that was restarting): written without record_consent's announcement.
+                db.session.execute(db.update(Supporter).where(Supporter.id == leaver.id)
+                                   .values(email_status="unsubscribed"))
+                db.session.commit()
+                get_redis().client_kill_filter(_type="pubsub")
+
+    smtp.handler.on_message = withdraw_silently_then_break_the_subscription
+    send_app.config["SEND_CHUNK_SIZE"] = 10
+    lifecycle.send_now(campaign)
+    drain(send_app)
+
+    assert not smtp.handler.errors
+    assert leaver.email not in smtp.handler.recipients()
+    assert len(smtp.handler.recipients()) == 9
+    db.session.expire_all()
+    assert _row_of(leaver).status == "suppressed"
+
+
 # -- SMTP outcomes ---------------------------------------------------------------------------
 
 def test_permanent_refusals_fail_and_user_unknown_marks_bouncing(send_app, smtp):

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from crm.extensions import db
 from crm.models import CONSENT_ACTIONS, STATUS_AFTER, ConsentEvent, Supporter, utcnow
+from crm.supporters import withdrawn
 
 
 def record_consent(
@@ -22,7 +23,10 @@ def record_consent(
     campaign_id: int | None = None,
     at: datetime | None = None,
 ) -> ConsentEvent:
-    """Append a consent event and update the supporter's email status, in the caller's transaction."""
+    """Append a consent event and update the supporter's email status, in the caller's transaction.
+
+    A withdrawal (opt_out, bounce, complaint) is announced to sending batches once the caller
+    commits, so a campaign sending right now skips them too (crm/supporters/withdrawn.py)."""
     if action not in CONSENT_ACTIONS:
         raise ValueError(f"unknown consent action {action!r}")
     event = ConsentEvent(
@@ -32,4 +36,6 @@ def record_consent(
     )
     db.session.add(event)
     supporter.email_status = STATUS_AFTER[action]
+    if supporter.email_status != "subscribed" and supporter.id is not None:
+        withdrawn.announce(db.session, [supporter.id])
     return event

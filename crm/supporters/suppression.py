@@ -7,7 +7,8 @@ import hashlib
 from sqlalchemy import exists
 
 from crm.extensions import db
-from crm.models import Suppression
+from crm.models import Supporter, Suppression
+from crm.supporters import withdrawn
 
 
 def email_hash(normalised_email: str) -> str:
@@ -22,6 +23,9 @@ def is_suppressed(normalised_email: str) -> bool:
 
 
 def suppress(normalised_email: str, reason: str = "erased") -> None:
-    """Add the address to the list (idempotent), in the caller's transaction."""
+    """Add the address to the list (idempotent), in the caller's transaction; a sending campaign
+    skips its supporter from the commit on."""
     if not is_suppressed(normalised_email):
         db.session.add(Suppression(email_hash=email_hash(normalised_email), reason=reason))
+    withdrawn.announce(db.session, db.session.scalars(
+        db.select(Supporter.id).where(Supporter.email == normalised_email)))
