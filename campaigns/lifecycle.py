@@ -21,6 +21,7 @@ from crm import audit
 from crm.clock import to_utc
 from crm.extensions import db
 from crm.models import Campaign, StaffUser, Supporter
+from crm.queues import SEND_TEST, START_CAMPAIGN, queue
 from crm.segments import compiler
 from crm.segments.rules import validate
 
@@ -53,10 +54,11 @@ def send_now(campaign: Campaign, actor_id: int | None = None) -> None:
 
 
 def schedule(campaign: Campaign, when: datetime, actor_id: int | None = None, *, now: bool = False) -> None:
-    """Schedule for `when` (aware, or naive in the organisation's zone); RQ's scheduler starts it."""
-    from workers import queue
-    from workers.campaigns import start_campaign_job
+    """Schedule for `when` (aware, or naive in the organisation's zone).
 
+    The schedule lives in the database only: the workers' periodic check (start_due) starts it
+    when it falls due, so a Redis that lost its data, or a dead scheduler, loses no schedule.
+    Sending now also queues the start at once."""
     _require_ready(campaign)
     when_utc = to_utc(when)
     if not now and when_utc <= datetime.now(UTC) + timedelta(seconds=30):
@@ -69,18 +71,18 @@ def schedule(campaign: Campaign, when: datetime, actor_id: int | None = None, *,
                  estimated_recipients=estimated_recipients(campaign))
     db.session.commit()
     if now:
-        queue("mail").enqueue(start_campaign_job, campaign.id, campaign.version, result_ttl=3600)
-    else:
-        _enqueue_start(campaign)
+        queue("mail").enqueue(START_CAMPAIGN, campaign.id, campaign.version, result_ttl=3600)
 
 
-def _enqueue_start(campaign: Campaign) -> None:
-    from workers import queue
-    from workers.campaigns import start_campaign_job
+def start_due() -> int:
+    """Start every scheduled campaign whose time has come; returns how many started.
 
-    # The job id names the version: editing bumps it, and start_campaign ignores stale versions.
-    queue("mail").enqueue_at(campaign.scheduled_at, start_campaign_job, campaign.id, campaign.version,
-                             job_id=f"campaign-{campaign.id}-start-v{campaign.version}", result_ttl=3600)
+    Run by the workers every second or so (workers/periodic.py); start_campaign is a
+    compare-and-set, so two workers doing this at once start each campaign once."""
+    due = db.session.scalars(select(Campaign.id).where(
+        Campaign.status == "scheduled", Campaign.scheduled_at <= datetime.now(UTC))).all()
+    db.session.rollback()
+    return sum(1 for campaign_id in due if pipeline.start_campaign(campaign_id))
 
 
 def unschedule(campaign: Campaign, actor_id: int | None = None) -> None:
@@ -94,13 +96,11 @@ def unschedule(campaign: Campaign, actor_id: int | None = None) -> None:
 
 
 def content_changed(campaign: Campaign) -> None:
-    """Call after editing content: bump the version and re-arm a scheduled start for it."""
+    """Call after editing content: bump the version, so a start queued for the old one does nothing."""
     if not campaign.is_editable:
         raise LifecycleError("Editing is locked once sending starts.")
     campaign.version += 1
     db.session.commit()
-    if campaign.status == "scheduled" and campaign.scheduled_at is not None:
-        _enqueue_start(campaign)
 
 
 def pause(campaign: Campaign, actor_id: int | None = None) -> None:
@@ -147,16 +147,13 @@ test_addresses.__test__ = False  # not a pytest test
 def send_test(campaign: Campaign, raw_addresses: str | list[str], supporter_id: int | None = None,
               actor_id: int | None = None) -> list[str]:
     """Queue a [TEST] copy to staff addresses (not counted, no message rows); returns the addresses."""
-    from workers import queue
-    from workers.campaigns import send_test_job
-
     addresses = test_addresses(raw_addresses)
     problem = readiness_problem(campaign) if campaign.sender else "Choose a sender identity."
     if problem and "segment" not in problem.lower():
         raise LifecycleError(problem)
     audit.record("campaigns.test_send", f"campaign:{campaign.id}", actor_id=actor_id, recipients=len(addresses))
     db.session.commit()
-    queue("mail").enqueue(send_test_job, campaign.id, addresses, supporter_id, result_ttl=600)
+    queue("mail").enqueue(SEND_TEST, campaign.id, addresses, supporter_id, result_ttl=600)
     return addresses
 
 
@@ -234,16 +231,16 @@ def _average_rate(campaign: Campaign, sent: int) -> int:
     return round(sent * 60 / max(seconds, 1))
 
 
-# -- after a restart -------------------------------------------------------------------------
+# -- recovery --------------------------------------------------------------------------------
 
-def recover() -> dict:
-    """Re-arm scheduled starts and sweep sending campaigns; safe to run at every worker start."""
-    scheduled = db.session.scalars(select(Campaign).where(Campaign.status == "scheduled")).all()
-    for campaign in scheduled:
-        if campaign.scheduled_at is not None:
-            _enqueue_start(campaign)
-    sending = list(db.session.scalars(select(Campaign.id).where(Campaign.status == "sending")))
-    for campaign_id in sending:
-        if pipeline.sweep(campaign_id) == "sending":
-            pipeline.schedule_sweep(campaign_id)
-    return {"scheduled": len(scheduled), "sending": len(sending)}
+def sweep_active() -> int:
+    """Sweep every sending or paused campaign (dead batches' rows -> unknown, leftovers requeued,
+    finished ones closed); returns how many were swept.
+
+    Run by the workers every SEND_SWEEP_SECONDS (workers/periodic.py), whichever is free: this
+    is what recovers a campaign whose worker died, with no scheduler process to depend on."""
+    active = db.session.scalars(select(Campaign.id).where(Campaign.status.in_(("sending", "paused")))).all()
+    db.session.rollback()
+    for campaign_id in active:
+        pipeline.sweep(campaign_id)
+    return len(active)

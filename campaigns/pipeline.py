@@ -42,6 +42,7 @@ from campaigns.transport import (
 )
 from crm.extensions import db
 from crm.models import Campaign, Supporter
+from crm.queues import SEND_BATCH, queue
 from crm.redis_conn import get_redis
 from crm.segments import compiler
 from crm.segments.rules import RuleError, validate
@@ -100,7 +101,6 @@ def start_campaign(campaign_id: int, expected_version: int | None = None) -> int
     ErrorWindow(get_redis(), campaign_id, 1, 1).clear()
     log.info("campaign %s: %s recipients snapshotted", campaign_id, total)
     enqueue_batches(campaign_id)
-    schedule_sweep(campaign_id)
     return total
 
 
@@ -125,9 +125,6 @@ def readiness_problem(campaign: Campaign) -> str:
 
 def enqueue_batches(campaign_id: int) -> int:
     """One send_batch job per range of SEND_BATCH_SIZE ids over the campaign's queued rows."""
-    from workers import queue
-    from workers.campaigns import send_batch_job
-
     low, high = queries.id_bounds(campaign_id)
     if low is None:
         return 0
@@ -136,7 +133,7 @@ def enqueue_batches(campaign_id: int) -> int:
     jobs = []
     for start in range(low, high + 1, size):
         # (after_id, upto_id]: the first batch starts just before the lowest id.
-        job = mail.enqueue(send_batch_job, campaign_id, start - 1, min(start + size - 1, high),
+        job = mail.enqueue(SEND_BATCH, campaign_id, start - 1, min(start + size - 1, high),
                            job_timeout=max(600, size * 2), result_ttl=3600, failure_ttl=7 * 24 * 3600)
         jobs.append(job.id)
     redis.sadd(_jobs_key(campaign_id), *jobs)
@@ -163,15 +160,6 @@ def _batches_at_work(campaign_id: int, redis: Redis, exclude: str | None = None)
         elif not waiting and not running:
             redis.srem(_jobs_key(campaign_id), job_id)
     return active
-
-
-def schedule_sweep(campaign_id: int, delay: float | None = None) -> None:
-    from workers import queue
-    from workers.campaigns import sweep_job
-
-    seconds = delay if delay is not None else float(_setting("SEND_SWEEP_SECONDS"))
-    queue("mail").enqueue_in(timedelta(seconds=seconds), sweep_job, campaign_id,
-                             job_id=f"campaign-{campaign_id}-sweep-{uuid.uuid4().hex[:8]}", result_ttl=600)
 
 
 def _jobs_key(campaign_id: int) -> str:
@@ -589,7 +577,6 @@ def resume(campaign_id: int) -> bool:
         set_campaign_state(redis, campaign_id, "sending")
         ErrorWindow(redis, campaign_id, 1, 1).clear()
         sweep(campaign_id)
-        schedule_sweep(campaign_id)
     return bool(moved)
 
 

@@ -17,20 +17,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from rq.registry import ScheduledJobRegistry
 
 from campaigns import lifecycle, pipeline
 from campaigns.tokens import read_unsubscribe_token
 from crm.extensions import db
 from crm.models import Campaign, ConsentEvent, Message, Segment, Supporter
 from crm.outbox.server import free_port
+from crm.queues import queue
 from crm.redis_conn import get_redis
 from crm.supporters.consent import record_consent
 from crm.supporters.suppression import suppress
 from tests import factories
 from tests.conftest import DROP_CONNECTION
 from tests.factories import drain
-from workers import queue
 
 EVERYONE = {"type": "group", "match": "all", "rules": [
     {"type": "condition", "field": "email_status", "op": "in", "value": ["subscribed"]}]}
@@ -487,7 +486,8 @@ def test_refuses_to_send_without_a_postal_address(make_app):
 
 
 def test_schedule_in_the_org_time_zone_and_stale_starts_do_nothing(make_app):
-    """A London wall-clock time is stored as UTC; an edit makes the old start job a no-op."""
+    """A London wall-clock time is stored as UTC; the workers' periodic check starts it only when
+    due; an edit makes a start queued for the old version a no-op."""
     app = make_app(ORG_TIMEZONE="Europe/London")
     with app.app_context():
         supporters(2)
@@ -496,8 +496,8 @@ def test_schedule_in_the_org_time_zone_and_stale_starts_do_nothing(make_app):
         lifecycle.schedule(campaign, summer)
         assert campaign.status == "scheduled"
         assert campaign.scheduled_at.replace(tzinfo=UTC) == datetime(2030, 7, 1, 8, 30, tzinfo=UTC)
-        registry = ScheduledJobRegistry(queue=queue("mail"))
-        assert f"campaign-{campaign.id}-start-v{campaign.version}" in registry.get_job_ids()
+        assert lifecycle.start_due() == 0  # not due yet
+        assert len(queue("mail")) == 0  # and nothing waits in Redis for it: the schedule is the row
 
         old_version = campaign.version
         lifecycle.content_changed(campaign)
@@ -507,6 +507,23 @@ def test_schedule_in_the_org_time_zone_and_stale_starts_do_nothing(make_app):
 
         lifecycle.unschedule(campaign)
         assert campaign.status == "draft" and campaign.scheduled_at is None
+
+
+def test_a_scheduled_campaign_is_started_by_the_workers_when_due(send_app, smtp):
+    """Once its time has come, a free worker starts it and sends it, with no job queued for it."""
+    people = supporters(3)
+    campaign = campaign_to(segment())
+    lifecycle.schedule(campaign, datetime.now(UTC) + timedelta(hours=1))
+    drain(send_app)
+    assert campaign.status == "scheduled" and not smtp.handler.envelopes
+
+    campaign.scheduled_at = datetime.now(UTC) - timedelta(seconds=1)  # the hour has passed
+    db.session.commit()
+    get_redis().delete("crm:periodic:start-due-campaigns")  # the last drain's interval is over
+    drain(send_app)
+    db.session.refresh(campaign)
+    assert campaign.status == "sent"
+    assert sorted(smtp.handler.recipients()) == sorted(p.email for p in people)
 
 
 def test_schedule_refuses_the_past(send_app):

@@ -235,3 +235,33 @@ def test_idle_pooled_connection_that_died_is_replaced(app, monkeypatch):
     monkeypatch.setattr(database, "POOL_PING_AFTER_IDLE_SECONDS", 0.0)  # any idle time is now long enough
     with db.engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar() != pid
+
+
+def test_every_job_the_domain_names_is_a_function_of_workers():
+    """The dotted paths crm/queues.py enqueues resolve to job functions in workers/."""
+    import importlib
+
+    from crm.queues import JOBS
+
+    for path in JOBS:
+        module, _, name = path.rpartition(".")
+        assert module.startswith("workers."), path
+        assert callable(getattr(importlib.import_module(module), name)), path
+
+
+def test_the_domain_never_imports_workers():
+    """workers/ sits on top of crm/ and campaigns/: no module below it imports it (the CLI
+    entry points, which start workers, are the exception)."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1]
+    entry_points = {root / "crm" / "cli.py", root / "crm" / "devserver.py"}
+    offenders = []
+    for path in [*root.joinpath("crm").rglob("*.py"), *root.joinpath("campaigns").rglob("*.py")]:
+        if path in entry_points:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([node.module or ""] if isinstance(node, ast.ImportFrom)
+                     else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            offenders += [f"{path.relative_to(root)}: {n}" for n in names if n.split(".")[0] == "workers"]
+    assert offenders == []

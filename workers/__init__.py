@@ -1,32 +1,19 @@
-"""RQ plumbing: queue names, enqueueing, and the app that job functions run in.
+"""RQ job functions and the worker that runs them; the app those functions run in.
 
-Job functions take ids or plain values, open their own app context, and are passed to
-enqueue() as functions, never dotted strings.
+Job functions take ids or plain values, open their own app context and raise on failure. The
+domain enqueues them by name through crm/queues.py, so nothing below workers/ imports this
+package.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from flask import Flask
 
-from flask import Flask, current_app
-from rq import Queue
+from crm.queues import QUEUES, queue
 
-QUEUES = ("default", "mail")  # declared once; workers listen on all of them, in this order
+__all__ = ["QUEUES", "job_app", "queue", "set_job_app"]
 
 _job_app: Flask | None = None
-
-
-def queue(name: str = "default", app: Flask | None = None) -> Queue:
-    from crm.redis_conn import get_redis
-
-    if name not in QUEUES:
-        raise ValueError(f"unknown queue {name!r}")
-    return Queue(name, connection=get_redis(app or current_app))
-
-
-def enqueue(func: Callable, *args, queue_name: str = "default", **kwargs):
-    """Put `func(*args, **kwargs)` on a queue of the current app."""
-    return queue(queue_name).enqueue(func, *args, **kwargs)
 
 
 def job_app() -> Flask:

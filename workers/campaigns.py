@@ -1,4 +1,5 @@
-"""Campaign jobs: start (snapshot and batches), send a batch, sweep, and test sends.
+"""Campaign jobs: start (snapshot and batches), send a batch, and test sends. (The sweep that
+recovers from dead workers is a periodic task: workers/periodic.py.)
 
 Each takes ids, opens its own app context and raises on failure. None relies on running only
 once: the guarantees live in the database (see campaigns/pipeline.py).
@@ -28,28 +29,9 @@ def send_batch_job(campaign_id: int, after_id: int, upto_id: int) -> int:
         return send_batch(campaign_id, after_id, upto_id, job_id=job.id if job else None)
 
 
-def sweep_job(campaign_id: int) -> str:
-    """Settle the campaign (dead batches, leftovers, finishing) and come back while it sends."""
-    from campaigns.pipeline import schedule_sweep, sweep
-
-    with job_app().app_context():
-        status = sweep(campaign_id)
-        if status == "sending":
-            schedule_sweep(campaign_id)
-        return status
-
-
 def send_test_job(campaign_id: int, addresses: list[str], supporter_id: int | None = None) -> list[str]:
     """Send the campaign, marked [TEST], to staff addresses; returns the Message-IDs."""
     from campaigns.lifecycle import deliver_test
 
     with job_app().app_context():
         return deliver_test(campaign_id, addresses, supporter_id)
-
-
-def recover_campaigns_job() -> dict:
-    """Re-arm schedules and sweeps after a restart (an embedded Redis forgets them)."""
-    from campaigns.lifecycle import recover
-
-    with job_app().app_context():
-        return recover()

@@ -1,4 +1,4 @@
-"""Start an RQ worker (with the scheduler) whose jobs run in this process's app."""
+"""Start an RQ worker whose jobs run in this process's app, and which runs the periodic tasks."""
 
 from __future__ import annotations
 
@@ -8,9 +8,34 @@ from rq import SimpleWorker, Worker
 from crm.extensions import db
 from crm.redis_conn import get_redis
 from workers import QUEUES, queue, set_job_app
+from workers.periodic import TICK_SECONDS, run_due
+
+# RQ's own maintenance (registry cleanup, taking over a dead worker's scheduler lock) every
+# minute instead of every ten.
+RQ_MAINTENANCE_SECONDS = 60
 
 
-class ForkingWorker(Worker):
+class PeriodicTasks:
+    """Mixed into RQ's workers: between jobs, and every TICK_SECONDS while idle, run the periodic
+    tasks that are due (workers/periodic.py), then RQ's own maintenance when that is due."""
+
+    app: Flask
+
+    @property
+    def dequeue_timeout(self) -> int:
+        return TICK_SECONDS  # an idle worker comes back from waiting for a job this often
+
+    @property
+    def should_run_maintenance_tasks(self) -> bool:
+        return True  # run_maintenance_tasks decides what is due
+
+    def run_maintenance_tasks(self) -> None:
+        run_due(self.app, self.connection, self.name)
+        if super().should_run_maintenance_tasks:
+            super().run_maintenance_tasks()
+
+
+class ForkingWorker(PeriodicTasks, Worker):
     """RQ's worker, which forks a work horse per job; the horse opens database connections of its own.
 
     A forked process must not use the connections it inherited: the socket would be shared with
@@ -20,8 +45,6 @@ class ForkingWorker(Worker):
     (SQLAlchemy's advice for multiprocessing). Redis's pool notices the fork by itself.
     """
 
-    app: Flask
-
     def main_work_horse(self, job, queue):
         with self.app.app_context():
             for engine in db.engines.values():
@@ -29,18 +52,19 @@ class ForkingWorker(Worker):
         super().main_work_horse(job, queue)
 
 
+class InProcessWorker(PeriodicTasks, SimpleWorker):
+    """RQ's SimpleWorker (jobs run in this process), with the periodic tasks."""
+
+
 def run_worker(app: Flask, *, burst: bool = False, with_scheduler: bool = True) -> None:
     set_job_app(app)
     connection = get_redis(app)
     # A long-running worker forks a work horse per job, so a job that crashes cannot take it
     # down; a burst run (tests, a one-off drain from the CLI) runs its jobs in this process.
-    worker_class = SimpleWorker if burst else ForkingWorker
-    worker = worker_class([queue(name, app) for name in QUEUES], connection=connection)
+    worker_class = InProcessWorker if burst else ForkingWorker
+    worker = worker_class([queue(name, app) for name in QUEUES], connection=connection,
+                          maintenance_interval=RQ_MAINTENANCE_SECONDS)
     worker.app = app
-    with app.app_context():
-        from campaigns.lifecycle import recover
-
-        recover()  # an embedded Redis forgets scheduled starts when it stops
     try:
         worker.work(burst=burst, with_scheduler=with_scheduler, logging_level="INFO")
     finally:

@@ -121,13 +121,12 @@ def preview(job: ImportJob, limit: int = PREVIEW_ROWS) -> list[PreviewRow]:
 
 def queue_import(job: ImportJob) -> None:
     """Mark the import queued and hand it to a worker."""
-    from workers import enqueue
-    from workers.imports import run_import
+    from crm.queues import RUN_IMPORT, enqueue
 
     job.status = "queued"
     db.session.commit()
     try:
-        enqueue(run_import, job.id, job_timeout=6 * 3600)
+        enqueue(RUN_IMPORT, job.id, job_timeout=6 * 3600)
     except Exception:
         job.status = "uploaded"  # not queued after all; staff can try again
         db.session.commit()

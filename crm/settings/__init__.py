@@ -41,10 +41,9 @@ def visible_settings() -> list[tuple[str, str]]:
 def index():
     form = TestMailForm()
     if form.validate_on_submit():
-        from workers import enqueue
-        from workers.jobs import send_test_message
+        from crm.queues import SEND_TEST_MESSAGE, enqueue
 
-        enqueue(send_test_message, form.address.data)
+        enqueue(SEND_TEST_MESSAGE, form.address.data)
         audit.record("mail.test", form.address.data)
         db.session.commit()
         flash("Test message queued. A worker will send it within seconds.", "success")

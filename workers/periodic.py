@@ -1,0 +1,78 @@
+"""Periodic tasks, declared here as data and run by the workers themselves between jobs.
+
+Every `crm worker` checks about once a second whether a task is due, and runs it if it is the
+first to claim that interval (one Redis key per task, set with NX and the interval as its
+expiry): across any number of workers each task runs about once per interval, and it keeps
+running as long as one worker is alive and free, with no single scheduler to depend on.
+
+Why not RQ's scheduler (an earlier design put the sweep there, as delayed jobs): it runs in
+one worker at a time under a lock that outlives a SIGKILLed worker by a minute (its TTL is the
+scheduler interval plus 60 s), and the other workers try to take the lock over only at their
+maintenance interval, every ten minutes. A campaign whose worker was killed, together with the
+scheduler it ran, stayed `sending` for minutes: its sweeps waited in RQ's scheduled registry
+for a scheduler that no worker was allowed to become.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from flask import Flask
+from redis import Redis
+
+from crm.extensions import db
+
+log = logging.getLogger(__name__)
+
+TICK_SECONDS = 1  # how long an idle worker waits for a job before checking the tasks again
+
+
+@dataclass(frozen=True)
+class Periodic:
+    """A task, how often it runs (seconds, read from the app's settings), and what it calls."""
+
+    name: str
+    every: Callable[[dict], float]
+    run: Callable[[], object]
+
+
+def _sweep_campaigns() -> object:
+    from campaigns.lifecycle import sweep_active
+
+    return sweep_active()
+
+
+def _start_due_campaigns() -> object:
+    from campaigns.lifecycle import start_due
+
+    return start_due()
+
+
+PERIODIC = (
+    # Recovery from dead batches: within SEND_HEARTBEAT_SECONDS plus one interval of a death.
+    Periodic("sweep-campaigns", lambda config: float(config["SEND_SWEEP_SECONDS"]), _sweep_campaigns),
+    # Scheduled campaigns start within about a second of their time.
+    Periodic("start-due-campaigns", lambda config: 1.0, _start_due_campaigns),
+)
+
+
+def run_due(app: Flask, redis: Redis, worker_name: str, tasks: tuple[Periodic, ...] = PERIODIC) -> list[str]:
+    """Run each task whose interval no worker has claimed yet; returns the names of those run."""
+    ran = []
+    for task in tasks:
+        interval_ms = max(1, int(task.every(app.config) * 1000))
+        if not redis.set(f"crm:periodic:{task.name}", worker_name, nx=True, px=interval_ms):
+            continue
+        with app.app_context():
+            try:
+                task.run()
+                ran.append(task.name)
+            except Exception:
+                # A supervisor loop, not a job: the worker must outlive a failing task (the
+                # next interval tries again), so the failure is logged with its traceback.
+                log.exception("periodic task %s failed", task.name)
+            finally:
+                db.session.remove()
+    return ran
