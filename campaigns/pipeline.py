@@ -2,10 +2,11 @@
 
 1. start_campaign moves a scheduled campaign to `sending` and snapshots its recipients with one
    INSERT ... SELECT, in one transaction (so a crash in between leaves nothing half-done).
-2. It enqueues send_batch jobs over id ranges of `message`, and a sweep a little later.
+2. It enqueues send_batch jobs over id ranges of `message`.
 3. A batch claims a few rows at a time (queued -> sending, atomically), re-reads the supporters
    (consent and the suppression list, just before sending), renders each message from the
-   campaign's compiled template, waits for the global rate limit, sends over one reused SMTP
+   campaign's compiled template, waits for the global rate limit, checks that the supporter has
+   not withdrawn since the claim (crm/supporters/withdrawn.py), sends over one reused SMTP
    connection, and records outcomes in small batches.
 4. Pause and cancel reach every worker within a quarter of a second through Redis; the batch
    gives back what it claimed but did not send.
@@ -510,8 +511,8 @@ def send_batch(campaign_id: int, after_id: int, upto_id: int, job_id: str | None
 def sweep(campaign_id: int, finishing: str | None = None) -> str:
     """Settle a sending campaign: dead batches' rows -> unknown; requeue; finish. Returns the status.
 
-    Safe to run any number of times from anywhere (the end of every batch, the periodic sweep
-    job, a worker starting up): each step is a guarded UPDATE.
+    Safe to run any number of times from anywhere (the end of every batch, the workers' periodic
+    sweep in campaigns.lifecycle.sweep_active): each step is a guarded UPDATE.
     """
     redis = get_redis()
     for holder in queries.holders_in_flight(campaign_id):

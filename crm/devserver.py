@@ -28,7 +28,7 @@ def _port_free(port: int) -> bool:
 @click.option("--port", default=5000, show_default=True, type=int)
 @click.option("--no-worker", is_flag=True, help="Do not start an RQ worker.")
 def dev_command(host: str, port: int, no_worker: bool) -> None:
-    """Run the app, a worker with the scheduler and the dev outbox, with demo data."""
+    """Run the app, a worker and the dev outbox, with demo data."""
     from flask_migrate import upgrade
     from werkzeug.serving import run_simple
 

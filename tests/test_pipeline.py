@@ -608,7 +608,7 @@ def test_worker_killed_mid_batch_never_double_sends(send_app, smtp, database_url
     assert 7 <= received_before < 40
     smtp.handler.delay = 0
     db.session.expire_all()
-    pipeline.sweep(campaign.id)  # what the periodic sweep job does
+    pipeline.sweep(campaign.id)  # what the workers' periodic sweep does
     drain(send_app)
 
     received = smtp.handler.recipients()

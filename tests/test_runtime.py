@@ -265,3 +265,26 @@ def test_the_domain_never_imports_workers():
                      else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
             offenders += [f"{path.relative_to(root)}: {n}" for n in names if n.split(".")[0] == "workers"]
     assert offenders == []
+
+
+def test_periodic_tasks_run_once_per_interval_across_workers_and_survive_failures(app):
+    """Two workers checking at once run each due task once between them; a failing task is
+    logged and does not stop the others, nor the next interval."""
+    from crm.redis_conn import get_redis
+    from workers.periodic import Periodic, run_due
+
+    calls = []
+
+    def broken():
+        calls.append("broken")
+        raise RuntimeError("boom")
+
+    tasks = (Periodic("test-broken", lambda config: 60, broken),
+             Periodic("test-counted", lambda config: 60, lambda: calls.append("counted")))
+    redis = get_redis(app)
+    assert run_due(app, redis, "worker-a", tasks) == ["test-counted"]
+    assert run_due(app, redis, "worker-b", tasks) == []
+    assert calls == ["broken", "counted"]
+    redis.delete("crm:periodic:test-broken", "crm:periodic:test-counted")  # the interval is over
+    assert run_due(app, redis, "worker-b", tasks) == ["test-counted"]
+    assert calls == ["broken", "counted", "broken", "counted"]
