@@ -278,11 +278,13 @@ def _one_run(app, number: int, n: int, env: dict, wait: float, rng: random.Rando
     timing = {d[0]: (d[1], d[2]) for d in deliveries}
     leavers = {address_of[s]: times for s, times in unsubscribed.items()}
     after = on_wire = 0
+    late_ms = []
     for address, (_, answered) in leavers.items():
         if address in timing:
             content_started, ended = timing[address]
             if content_started > answered:
                 after += 1
+                late_ms.append(round((content_started - answered) * 1000, 1))
             elif ended > answered:
                 on_wire += 1
     stayed = {r.email for r in rows} - set(leavers)
@@ -292,7 +294,7 @@ def _one_run(app, number: int, n: int, env: dict, wait: float, rng: random.Rando
             "duplicates": sum(c - 1 for c in received.values() if c > 1),
             "missing": len(stayed - set(received) - unknown), "unknown": statuses.get("unknown", 0),
             "unknown_delivered": len(unknown & set(received)), "unsubscribed": len(leavers),
-            "after_unsubscribe": after, "on_the_wire": on_wire,
+            "after_unsubscribe": after, "late_ms": late_ms, "on_the_wire": on_wire,
             "suppressed": statuses.get("suppressed", 0), "sent": statuses.get("sent", 0)}
 
 
@@ -356,7 +358,8 @@ def run() -> list[dict]:
         {"case": "unsubscribed mid-send", "value": total("unsubscribed"), "unit": "",
          "notes": f"{total('suppressed')} messages suppressed"},
         {"case": "mailed after unsubscribe answered", "value": total("after_unsubscribe"), "unit": "msgs",
-         "notes": f"{total('on_the_wire')} more were already on the wire when it answered"},
+         "notes": f"content arriving {sorted(ms for r in results for ms in r['late_ms'])} ms after the answer; "
+                  f"{total('on_the_wire')} more were already on the wire when it answered"},
         {"case": "seconds per run", "value": round(sum(r["seconds"] for r in results) / max(1, len(results)), 1),
          "unit": "s", "notes": "median " + str(sorted(r["seconds"] for r in results)[len(results) // 2])
          if results else ""},

@@ -57,6 +57,13 @@ class RelayUnavailable(Exception):
     """The relay could not be reached after retries; the batch gave its rows back."""
 
 
+class _Withdrawn(Exception):
+    """The supporter withdrew while their message waited for a retry."""
+
+
+WITHDRAWN = "consent withdrawn while sending"
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -334,11 +341,11 @@ class _Batch:
             if in_flight is not None:
                 self._settle(in_flight, rows)
                 in_flight = None
-            if self._withdrawn_since_claim(rows, i):
+            if self._withdrawn(row.supporter_id, [r.supporter_id for r in rows[i:]]):
                 # Unsubscribed (or bounced, complained, suppressed) after the claim read them:
                 # checked here, the last moment before the content goes to the relay.
                 self.transport.withdraw()
-                self._outcome(row.id, "suppressed", error="consent withdrawn while sending")
+                self._outcome(row.id, "suppressed", error=WITHDRAWN)
                 continue
             in_flight = self._start(_InFlight(i, row, person["email"], msgid, raw))
         if in_flight is not None:
@@ -346,19 +353,18 @@ class _Batch:
         # If anything above raised, the row in flight stays `sending` and the sweep calls it
         # unknown: it may have been delivered, so it is never sent again.
 
-    def _withdrawn_since_claim(self, rows: list, i: int) -> bool:
-        """Whether rows[i]'s supporter stopped being mailable since this chunk was claimed.
+    def _withdrawn(self, supporter_id: int | None, remaining: list[int | None]) -> bool:
+        """Whether this supporter stopped being mailable since their chunk was claimed.
 
         The withdrawal notices answer (no round trip); when they may have missed some (the
-        subscription broke), the database does: for this row alone while Redis is away, or
-        for the rest of the chunk at once when the subscription is back, after which the
-        notices answer again."""
-        supporter_id = rows[i].supporter_id
+        subscription broke), the database does: for this supporter alone while Redis is away,
+        or for `remaining` (the rest of the chunk) at once when the subscription is back, after
+        which the notices answer again."""
         verdict = self.watch.is_withdrawn(supporter_id, self.chunk_generation)
         if verdict is not None:
             return verdict
         listening, generation = self.watch.listening, self.watch.generation
-        ids = [r.supporter_id for r in (rows[i:] if listening else rows[i:i + 1])]
+        ids = remaining if listening else [supporter_id]
         mailable = queries.mailable_among(ids)
         db.session.commit()  # end the read: SQLite would otherwise keep its snapshot
         self.watch.withdrawn.update(set(ids) - mailable)
@@ -385,7 +391,7 @@ class _Batch:
                 error = exc
         if not isinstance(error, TemporaryFailure):
             raise error
-        self._retry(flight.email, flight.raw, error)
+        self._retry(flight, error)
 
     def _settle(self, sent: _InFlight, rows: list) -> None:
         """Read the relay's verdict on the message in flight and record it."""
@@ -398,6 +404,8 @@ class _Batch:
                 self._mark_bouncing(row.supporter_id, str(exc))
         except UncertainDelivery as exc:
             self._outcome(row.id, "unknown", error=str(exc), failed=True)
+        except _Withdrawn:
+            self._outcome(row.id, "suppressed", error=WITHDRAWN)
         except TemporaryFailure as exc:
             if exc.code is None:  # no relay at all: give back this row and every later one, and pause
                 self.flush()
@@ -421,15 +429,19 @@ class _Batch:
             self.tokens = block
         self.tokens -= 1
 
-    def _retry(self, recipient: str, raw: bytes, error: TemporaryFailure) -> None:
+    def _retry(self, flight: _InFlight, error: TemporaryFailure) -> None:
         """After a 4xx or a lost connection: SEND_RETRIES more tries, each on a fresh connection
-        after a doubling pause; raises the last TemporaryFailure if none is accepted."""
+        after a doubling pause; raises the last TemporaryFailure if none is accepted, and
+        _Withdrawn if the supporter withdrew meanwhile."""
+        supporter_id = flight.row.supporter_id
         for attempt in range(self.retries):
             self.transport.drop()
             self.heartbeat.beat()
             time.sleep(self.backoff * (2 ** attempt))
+            if self._withdrawn(supporter_id, [supporter_id]):
+                raise _Withdrawn()
             try:
-                self.transport.deliver(self.envelope_from, recipient, raw)
+                self.transport.deliver(self.envelope_from, flight.email, flight.raw)
                 return
             except TemporaryFailure as exc:
                 error = exc

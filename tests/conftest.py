@@ -158,8 +158,9 @@ class RecordingHandler:
     """An aiosmtpd handler that keeps every envelope byte for byte, and answers as a test scripts it.
 
     `replies[address]` lists the replies to give RCPT for that address in turn (the last one
-    repeats); `on_message(count, envelope)` runs before the DATA reply and may return the reply
-    to give instead of "250 OK", or DROP_CONNECTION to hang up; `delay` slows DATA down.
+    repeats; a callable is called with the address and gives the reply); `on_message(count,
+    envelope)` runs before the DATA reply and may return the reply to give instead of
+    "250 OK", or DROP_CONNECTION to hang up; `delay` slows DATA down.
     It offers PIPELINING (RFC 2920), as production relays do, unless `pipelining` is False;
     aiosmtpd reads commands one line at a time, so pipelined commands are handled in order.
     """
@@ -183,6 +184,8 @@ class RecordingHandler:
         script = self.replies.get(address)
         if script:
             reply = script.pop(0) if len(script) > 1 else script[0]
+            if callable(reply):  # a step of the test, run as the relay answers
+                reply = reply(address)
             if not reply.startswith("250"):
                 return reply
         envelope.rcpt_tos.append(address)

@@ -343,6 +343,25 @@ def test_temporary_refusal_is_retried_and_delivered_once(send_app, smtp):
     assert statuses(campaign) == {"sent": 1}
 
 
+def test_unsubscribe_while_a_deferred_message_waits_for_its_retry_stops_it(send_app, smtp):
+    """A 451, then the person unsubscribes before the retry: the retry is not made."""
+    person, other = supporters(2)
+    campaign = campaign_to(segment())
+
+    def defer_and_unsubscribe(address):
+        with send_app.app_context():
+            assert _one_click(send_app, _row_of(person).id) == 200
+        return "451 4.3.0 Try again later"
+
+    smtp.handler.replies[person.email] = [defer_and_unsubscribe, "250 OK"]
+    lifecycle.send_now(campaign)
+    drain(send_app)
+
+    assert smtp.handler.recipients() == [other.email]
+    db.session.expire_all()
+    assert (_row_of(person).status, _row_of(person).error) == ("suppressed", "consent withdrawn while sending")
+
+
 def test_content_refused_mid_stream_is_retried_and_the_rest_go_once(send_app, smtp):
     """The relay answers 451 to one message's content (the next envelope already behind it) and
     drops the connection after another's: the first is retried on a fresh connection and
