@@ -34,6 +34,7 @@ from campaigns.mime import MessageSkeleton
 from campaigns.throttle import ErrorWindow, Heartbeat, RelaySlots, RunState, SendRate, is_alive, set_campaign_state
 from campaigns.tokens import unsubscribe_url
 from campaigns.transport import (
+    Declined,
     DeliveryError,
     PermanentFailure,
     SMTPTransport,
@@ -341,13 +342,11 @@ class _Batch:
             if in_flight is not None:
                 self._settle(in_flight, rows)
                 in_flight = None
-            if self._withdrawn(row.supporter_id, [r.supporter_id for r in rows[i:]]):
-                # Unsubscribed (or bounced, complained, suppressed) after the claim read them:
-                # checked here, the last moment before the content goes to the relay.
-                self.transport.withdraw()
+            flight = _InFlight(i, row, person["email"], msgid, raw)
+            if self._start(flight, [r.supporter_id for r in rows[i:]]):
+                in_flight = flight
+            else:
                 self._outcome(row.id, "suppressed", error=WITHDRAWN)
-                continue
-            in_flight = self._start(_InFlight(i, row, person["email"], msgid, raw))
         if in_flight is not None:
             self._settle(in_flight, rows)
         # If anything above raised, the row in flight stays `sending` and the sweep calls it
@@ -372,13 +371,21 @@ class _Batch:
             self.chunk_generation = generation
         return supporter_id not in mailable
 
-    def _start(self, flight: _InFlight) -> _InFlight:
-        """Hand the message to the relay; a refusal is kept for _settle to act on, in order."""
+    def _start(self, flight: _InFlight, remaining: list[int | None]) -> bool:
+        """Hand the message to the relay; False if its supporter withdrew since the claim.
+
+        The withdrawal is checked once the relay has accepted the envelope, the last moment
+        before the content goes out (the transport then closes the connection instead). A
+        refusal is kept in the flight for _settle to act on, in order."""
+        supporter_id = flight.row.supporter_id
         try:
-            self.transport.start(self.envelope_from, flight.email, flight.raw)
+            self.transport.start(self.envelope_from, flight.email, flight.raw,
+                                 proceed=lambda: not self._withdrawn(supporter_id, remaining))
+        except Declined:
+            return False
         except DeliveryError as exc:
             flight.error = exc
-        return flight
+        return True
 
     def _verdict(self, flight: _InFlight) -> None:
         """Return once the relay accepted the message; raise the DeliveryError that stopped it."""
@@ -438,11 +445,12 @@ class _Batch:
             self.transport.drop()
             self.heartbeat.beat()
             time.sleep(self.backoff * (2 ** attempt))
-            if self._withdrawn(supporter_id, [supporter_id]):
-                raise _Withdrawn()
             try:
-                self.transport.deliver(self.envelope_from, flight.email, flight.raw)
+                self.transport.deliver(self.envelope_from, flight.email, flight.raw,
+                                       proceed=lambda: not self._withdrawn(supporter_id, [supporter_id]))
                 return
+            except Declined:
+                raise _Withdrawn() from None
             except TemporaryFailure as exc:
                 error = exc
         raise error

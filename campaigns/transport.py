@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import smtplib
 import ssl
+from collections.abc import Callable
 
 from flask import Flask
 
@@ -56,6 +57,12 @@ class PermanentFailure(DeliveryError):
     @property
     def user_unknown(self) -> bool:
         return self.code in (550, 551, 553) and bool(_USER_UNKNOWN.search(self.reply))
+
+
+class Declined(Exception):
+    """The caller declined to send the content once the envelope was accepted. The connection
+    was closed before any of it went out, which aborts the transaction: a server must not
+    deliver a message whose DATA never ended (RFC 5321 section 4.1.1.4)."""
 
 
 class UncertainDelivery(DeliveryError):
@@ -112,9 +119,10 @@ class SMTPTransport:
             self._smtp = smtp
         return self._smtp
 
-    def deliver(self, sender: str, recipient: str, message: bytes) -> None:
+    def deliver(self, sender: str, recipient: str, message: bytes,
+                proceed: Callable[[], bool] | None = None) -> None:
         """Send one message to one recipient and wait for the relay's verdict."""
-        self.start(sender, recipient, message)
+        self.start(sender, recipient, message, proceed)
         self.finish()
 
     def announce(self, sender: str, recipient: str) -> None:
@@ -142,8 +150,13 @@ class SMTPTransport:
             return
         self._announced = (sender, recipient)
 
-    def start(self, sender: str, recipient: str, message: bytes) -> None:
+    def start(self, sender: str, recipient: str, message: bytes,
+              proceed: Callable[[], bool] | None = None) -> None:
         """Hand one message to the relay without waiting for its final reply; finish() reads it.
+
+        `proceed`, if given, is asked once the relay has accepted the envelope, the last moment
+        before the content goes out; when it says no, the connection is closed and Declined
+        raised, and nothing is delivered.
 
         Between the two the caller can prepare the next message while the relay reads this one.
         With PIPELINING MAIL, RCPT and DATA go out in one write (or went out ahead, see
@@ -184,6 +197,9 @@ class SMTPTransport:
                     self._end_empty_data()
                 self._reset_transaction()
                 raise _refusal(code, reply)
+        if proceed is not None and not proceed():
+            self.drop()
+            raise Declined()
         try:
             smtp.send(_dot_stuffed(message))
         except (smtplib.SMTPException, OSError) as exc:

@@ -12,7 +12,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
-from campaigns.transport import PermanentFailure, SMTPTransport, TemporaryFailure, UncertainDelivery
+from campaigns.transport import Declined, PermanentFailure, SMTPTransport, TemporaryFailure, UncertainDelivery
 from crm.config import parse_smtp_url
 from crm.outbox.server import free_port
 from tests.conftest import DROP_CONNECTION, RecordingHandler
@@ -229,6 +229,23 @@ def test_withdrawn_envelope_is_never_delivered(smtp_server):
         transport.finish()
         transport.withdraw()
         transport.deliver("a@example.org", "three@example.net", MESSAGE)
+    assert smtp_server.handler.recipients() == ["one@example.net", "three@example.net"]
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+def test_declined_content_is_never_delivered(smtp_server, pipelining):
+    """The caller says no once the envelope is accepted (its supporter withdrew meanwhile): the
+    connection closes inside DATA, nothing is delivered, and the next message goes out fresh."""
+    smtp_server.handler.pipelining = pipelining
+    asked = []
+    with SMTPTransport(parse_smtp_url(smtp_server.url)) as transport:
+        transport.start("a@example.org", "one@example.net", MESSAGE)
+        transport.announce("a@example.org", "declined@example.net")
+        transport.finish()
+        with pytest.raises(Declined):
+            transport.start("a@example.org", "declined@example.net", MESSAGE, proceed=lambda: asked.append(1))
+        transport.deliver("a@example.org", "three@example.net", MESSAGE, proceed=lambda: True)
+    assert asked == [1]
     assert smtp_server.handler.recipients() == ["one@example.net", "three@example.net"]
 
 
