@@ -16,6 +16,7 @@ from functools import lru_cache
 from typing import Any
 
 import mjml
+from flask import current_app, has_app_context
 from inscriptis import get_text
 from inscriptis.model.config import ParserConfig
 from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, Undefined, nodes
@@ -230,6 +231,16 @@ def _trial_render(field: str, html: str) -> list[Problem]:
 
 
 def org_context(config) -> dict[str, str]:
+    """What templates see as `org`.
+
+    Given the running app's own config, the organisation's settings in effect
+    (crm.settings.org.current(): Settings over the environment); given any other mapping (a
+    test of composing alone), that mapping's ORG_NAME and ORG_POSTAL_ADDRESS.
+    """
+    if has_app_context() and config is current_app.config:
+        from crm.settings import org
+
+        return org.current().as_context()
     return {"name": config["ORG_NAME"], "postal_address": config.get("ORG_POSTAL_ADDRESS") or ""}
 
 

@@ -62,7 +62,9 @@ class PetitionInvalid(ValueError):
 
 
 def default_wording() -> str:
-    return DEFAULT_WORDING.format(org=current_app.config["ORG_NAME"])
+    from crm.settings import org
+
+    return DEFAULT_WORDING.format(org=org.current().name)
 
 
 # ---- validation ---------------------------------------------------------------------------

@@ -357,6 +357,14 @@ def consent_timeline(supporter: Supporter) -> list[ConsentEvent]:
     return list(db.session.scalars(supporter.consent_events.select().order_by(ConsentEvent.id.desc())))
 
 
+def campaign_names(events: list[ConsentEvent]) -> dict[int, str]:
+    """The names of the campaigns these events came from (an unsubscribe link, a one-click header)."""
+    ids = {e.campaign_id for e in events if e.campaign_id is not None}
+    if not ids:
+        return {}
+    return dict(db.session.execute(db.select(Campaign.id, Campaign.name).where(Campaign.id.in_(ids))).all())
+
+
 def petitions_signed(supporter: Supporter) -> list[tuple[Signature, Petition]]:
     return db.session.execute(
         db.select(Signature, Petition).join(Petition, Signature.petition_id == Petition.id)

@@ -122,9 +122,10 @@ def _render_profile(supporter, status=200, **forms):
     forms.setdefault("tag_form", TagForm(formdata=None))
     forms.setdefault("notes_form", NotesForm(formdata=None, obj=supporter))
     forms.setdefault("consent_form", ConsentChangeForm(formdata=None))
+    timeline = service.consent_timeline(supporter)
     return render_template(
-        "supporters/show.html", supporter=supporter,
-        timeline=service.consent_timeline(supporter), signed=service.petitions_signed(supporter),
+        "supporters/show.html", supporter=supporter, timeline=timeline,
+        campaign_names=service.campaign_names(timeline), signed=service.petitions_signed(supporter),
         messages=service.messages_received(supporter, service.MESSAGES_SHOWN), messages_shown=service.MESSAGES_SHOWN,
         campaign_url=_campaign_url(), **forms,
     ), status
