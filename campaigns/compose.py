@@ -187,7 +187,48 @@ def check_content(subject: str, preheader: str, mjml_source: str, text_body: str
         except ValueError as exc:
             problems.append(Problem("mjml", None, f"MJML: {exc}"))
         else:
-            problems.extend(_trial_render("mjml", _with_footer(html)))
+            tags = mjml_tag_problems(mjml_source)
+            problems.extend(tags or _trial_render("mjml", _with_footer(html)))
+    return problems
+
+
+_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
+_MJ_TAG = re.compile(r"<(/?)(mjml|mj-[a-z-]+)\b(?:[^>\"']|\"[^\"]*\"|'[^']*')*?(/?)>", re.IGNORECASE)
+# MJML elements that take no content, so `<mj-image src="...">` needs no closing tag.
+_MJ_VOID = frozenset({"mj-image", "mj-divider", "mj-spacer", "mj-carousel-image", "mj-breakpoint", "mj-font",
+                      "mj-all", "mj-class", "mj-include", "mj-social-element", "mj-html-attribute"})
+
+
+def mjml_tag_problems(source: str) -> list[Problem]:
+    """Closing tags that do not match what is open (`<mj-text>...</mj-button>`), with their lines.
+
+    mjml-python accepts some such mismatches silently and drops or reshapes content, so they
+    are refused here like its own parse errors. Only MJML's own tags are paired; the HTML
+    inside mj-text and friends is the mail's and is left to MJML.
+    """
+    text = _COMMENT.sub(lambda m: "\n" * m.group(0).count("\n"), source)
+    open_tags: list[tuple[str, int]] = []
+    problems: list[Problem] = []
+    for match in _MJ_TAG.finditer(text):
+        closing, name, self_closing = match.group(1), match.group(2).lower(), match.group(3)
+        line = text.count("\n", 0, match.start()) + 1
+        if not closing:
+            if not self_closing:
+                open_tags.append((name, line))
+            continue
+        while open_tags and open_tags[-1][0] != name and open_tags[-1][0] in _MJ_VOID:
+            open_tags.pop()
+        if open_tags and open_tags[-1][0] == name:
+            open_tags.pop()
+        elif any(tag == name for tag, _ in open_tags):
+            inner, opened = open_tags[-1]
+            problems.append(Problem("mjml", line, f"MJML: </{name}> closes <{inner}> opened on line {opened}; "
+                                                  f"close it with </{inner}> first"))
+            return problems
+        else:
+            expected = f"; <{open_tags[-1][0]}> (line {open_tags[-1][1]}) is still open" if open_tags else ""
+            problems.append(Problem("mjml", line, f"MJML: </{name}> has no matching <{name}>{expected}"))
+            return problems
     return problems
 
 

@@ -416,9 +416,12 @@ def campaigns_needing(sender: SenderIdentity) -> int:
         Campaign.sender_id == sender.id, Campaign.status.in_(ACTIVE_STATUSES))) or 0
 
 
-def save_sender(data: dict[str, Any], sender: SenderIdentity | None = None,
-                actor_id: int | None = None) -> SenderIdentity:
-    """Add or edit a From identity (raises Invalid). The address must be one the relay may send as."""
+def sender_problems(data: dict[str, Any], sender: SenderIdentity | None = None) -> dict[str, list[str]]:
+    """Every rule the identity's fields break, as save_sender judges them (nothing is written)."""
+    return _clean_sender(data, sender)[1]
+
+
+def _clean_sender(data: dict[str, Any], sender: SenderIdentity | None) -> tuple[dict[str, Any], dict[str, list[str]]]:
     errors: dict[str, list[str]] = {}
     name = " ".join(_text(data, "name").split())
     if not name:
@@ -436,8 +439,16 @@ def save_sender(data: dict[str, Any], sender: SenderIdentity | None = None,
     if sender is not None and sender.is_active and not is_active and campaigns_needing(sender):
         _add(errors, "is_active", "A scheduled, sending or paused campaign uses this identity; "
                                   "change or cancel it first.")
+    return {"name": name, "email": address, "reply_to": reply_to, "is_active": is_active}, errors
+
+
+def save_sender(data: dict[str, Any], sender: SenderIdentity | None = None,
+                actor_id: int | None = None) -> SenderIdentity:
+    """Add or edit a From identity (raises Invalid). The address must be one the relay may send as."""
+    values, errors = _clean_sender(data, sender)
     if errors:
         raise Invalid(errors)
+    name, address, reply_to, is_active = values["name"], values["email"], values["reply_to"], values["is_active"]
     if sender is None:
         sender = SenderIdentity(name=name, email=address, reply_to=reply_to, is_active=is_active)
         db.session.add(sender)

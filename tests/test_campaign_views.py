@@ -118,6 +118,17 @@ def test_save_shows_compose_problems_beside_the_fields_and_stores_nothing(app, c
     assert "one line" in found["subject"]
     assert "name" in found and "reply_to" in found
     assert 'value="Hello' in injected.text  # what staff typed is kept for them to fix
+
+    mismatched = client.post("/campaigns/new", data=form_data(
+        mjml="<mjml><mj-body><mj-section><mj-column>\n<mj-text>Hi</mj-button>\n</mj-column></mj-section>"
+             "</mj-body></mjml>"))
+    assert mismatched.status_code == 400  # mjml-python alone would have compiled it
+    assert errors(mismatched.text)["mjml"] == ("line 2: MJML: </mj-button> has no matching <mj-button>; "
+                                               "<mj-text> (line 2) is still open")
+    crossed = client.post("/campaigns/templates/new", data={"name": "Crossed", "mjml": (
+        "<mjml><mj-body><mj-section><mj-column>\n<mj-text>Hi\n</mj-column></mj-text></mj-section></mj-body></mjml>")})
+    assert crossed.status_code == 400
+    assert "line 3: MJML: </mj-column> closes <mj-text> opened on line 2" in errors(crossed.text)["mjml"]
     assert db.session.scalar(db.select(db.func.count()).select_from(Campaign)) == 0
 
 

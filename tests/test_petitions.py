@@ -239,3 +239,56 @@ def test_long_markdown_is_rendered_but_not_cached(app):
     html = str(service.render_markdown(text))
     assert html.startswith("<p>xxx") and "<script>" not in html
     assert service._render_markdown_cached.cache_info().currsize == before
+
+
+def _errors(page: str) -> list[str]:
+    """The field error messages a staff page shows, in order."""
+    import re
+
+    return re.findall(r'<p class="error" id="[\w-]+-err" role="alert">([^<]*)</p>', page)
+
+
+def test_every_petition_error_is_reported_in_one_submit(app, client_as):
+    """A missing goal, a bad slug and a foreign redirect all show at once; a second submit lists each once."""
+    client = client_as("organizer")
+    bad = petition_form(goal="", slug="Not A Slug", redirect_url="https://evil.example.net/x")
+    first = client.post("/petitions/new", data=bad)
+    assert first.status_code == 400
+    errors = _errors(first.text)
+    assert len(errors) == 3
+    assert any("Use lowercase letters" in e for e in errors)
+    assert any("evil.example.net is not an allowed redirect host" in e for e in errors)
+    again = client.post("/petitions/new", data=bad)
+    assert _errors(again.text) == errors
+    empty_slug = _errors(client.post("/petitions/new", data=petition_form(slug="")).text)
+    assert len(empty_slug) == 1  # the form's own message alone, not the service's again in other words
+    assert db.session.scalar(db.select(db.func.count()).select_from(Petition)) == 0
+
+
+def test_embed_snippet_escapes_a_hostile_title(app, client_as):
+    """A title with quotes and markup stays inside the iframe's title attribute of the copied snippet."""
+    title = 'Stop "it" now" onload="alert(1)" x="<script>alert(2)</script>&'
+    petition = factories.make_petition(title=title)
+    page = client_as("analyst").get(f"/petitions/{petition.id}").text
+    start = page.index('<textarea id="embed-snippet"')
+    shown = page[page.index(">", start) + 1:page.index("</textarea>", start)]
+    assert "<" not in shown and '"' not in shown  # escaped once more to be shown as text
+
+    import html
+
+    snippet = html.unescape(shown)  # exactly what staff copy into a partner's page
+
+    class Collect(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.tags = []
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.append((tag, dict(attrs)))
+
+    parser = Collect()
+    parser.feed(snippet)
+    assert [tag for tag, _ in parser.tags] == ["iframe"]
+    attrs = parser.tags[0][1]
+    assert sorted(attrs) == ["height", "src", "style", "title", "width"]
+    assert attrs["title"] == title and attrs["src"] == f"https://crm.example.org/p/{petition.slug}/embed"

@@ -210,15 +210,25 @@ def wording_history(petition: Petition) -> list[ConsentWording]:
 
 # ---- create / edit / status ------------------------------------------------------------------
 
+def _normalised(data: dict) -> dict:
+    data = {k: data[k] for k in FIELDS if k in data}
+    for key in ("slug", "title", "addressed_to", "redirect_url", "consent_wording"):
+        if isinstance(data.get(key), str):
+            data[key] = data[key].strip()
+    return data
+
+
+def problems(data: dict, petition: Petition | None = None) -> dict[str, str]:
+    """Every rule `data` breaks, as save_petition would judge it (nothing is written)."""
+    return validate(_normalised(data), petition)
+
+
 def save_petition(data: dict, petition: Petition | None = None) -> Petition:
     """Create or update a petition from `data` and commit; a wording change adds a version.
 
     Raises PetitionInvalid with field messages; nothing is written then.
     """
-    data = {k: data[k] for k in FIELDS if k in data}
-    for key in ("slug", "title", "addressed_to", "redirect_url", "consent_wording"):
-        if isinstance(data.get(key), str):
-            data[key] = data[key].strip()
+    data = _normalised(data)
     if errors := validate(data, petition):
         raise PetitionInvalid(errors)
     try:

@@ -10,7 +10,7 @@ from crm import audit
 from crm.auth.permissions import requires
 from crm.countries import countries
 from crm.extensions import db
-from crm.forms import ActionForm, apply_errors, require_action_form
+from crm.forms import ActionForm, apply_errors, check_all, require_action_form
 from crm.models import SenderIdentity
 from crm.settings import org
 
@@ -82,7 +82,7 @@ def index():
 def save_org():
     """Save the organisation's name, postal address, default sender and country (audit-logged)."""
     form = org_form(request.form)
-    if form.validate_on_submit():
+    if check_all(form, lambda: org.problems(form.data_for_service())):
         try:
             org.save(form.data_for_service(), current_user.id)
         except org.SettingsInvalid as exc:
@@ -103,7 +103,7 @@ def senders():
     from campaigns.forms import SenderForm
 
     form = SenderForm()
-    if request.method == "POST" and form.validate_on_submit():
+    if request.method == "POST" and check_all(form, lambda: service.sender_problems(form.data_for_service())):
         try:
             sender = service.save_sender(form.data_for_service(), None, current_user.id)
         except service.Invalid as exc:
@@ -123,7 +123,7 @@ def edit_sender(sender_id: int):
 
     sender = db.session.get(SenderIdentity, sender_id) or abort(404)
     form = SenderForm(obj=sender)
-    if request.method == "POST" and form.validate_on_submit():
+    if request.method == "POST" and check_all(form, lambda: service.sender_problems(form.data_for_service(), sender)):
         try:
             service.save_sender(form.data_for_service(), sender, current_user.id)
         except service.Invalid as exc:

@@ -143,6 +143,15 @@ def clean(data: dict) -> dict[str, str]:
     return values
 
 
+def problems(data: dict) -> dict[str, list[str]]:
+    """Every problem clean() finds, by field ({} when none)."""
+    try:
+        clean(data)
+    except SettingsInvalid as exc:
+        return exc.errors
+    return {}
+
+
 def save(data: dict, actor_id: int | None = None) -> Org:
     """Store the organisation's settings (raises SettingsInvalid); audit-logged, effective at once here.
 
