@@ -66,7 +66,8 @@ def org_show() -> None:
 
     current = org.current()
     click.echo(f"name:           {current.name}")
-    click.echo("postal address: " + (current.postal_address.replace("\n", ", ") or "(not set: campaigns cannot be sent)"))
+    address = current.postal_address.replace("\n", ", ") or "(not set: campaigns cannot be sent)"
+    click.echo(f"postal address: {address}")
     click.echo(f"default sender: {current.mail_from}")
     click.echo(f"country:        {current.country or '(not set)'}")
 

@@ -114,8 +114,9 @@ def load_demo_data(supporters: int = 300, seed: int = 7) -> str:
 
 
 def load_demo_campaign(petition: Petition) -> Campaign:
-    """A sender identity (the default sender, named after the organisation), the default template, a segment of the petition's
-    subscribed signers (unless there are segments already), and a draft campaign to it."""
+    """A sender identity (the default sender, named after the organisation), the default template,
+    a segment of the petition's subscribed signers (unless there are segments already), and a
+    draft campaign to it."""
     from campaigns import service
     from crm.segments.rules import validate
 

@@ -18,8 +18,8 @@ from crm.settings import org
 from tests import factories
 
 ROOT = Path(__file__).resolve().parents[1]
-FORM = {"name": "Shelter Now", "postal_address": "12 Hope Street\nManchester M1 1AA", "mail_from": "News@Shelter.example",
-        "country": "GB"}
+FORM = {"name": "Shelter Now", "postal_address": "12 Hope Street\nManchester M1 1AA",
+        "mail_from": "News@Shelter.example", "country": "GB"}
 
 
 def test_environment_is_the_default_until_an_admin_saves(app, client_as):

@@ -152,6 +152,16 @@ def render_markdown(text: str) -> Markup:
     return _render_markdown_cached(text)
 
 
+def render_markdown_lead(text: str) -> tuple[Markup, Markup]:
+    """The petition text as (its first paragraph, the rest): a phone shows the lead, then the
+    form, with the rest behind "Read more". A text that does not open with a paragraph is all lead."""
+    html = str(render_markdown(text))
+    if html.startswith("<p>") and "</p>" in html:
+        end = html.index("</p>") + len("</p>")
+        return Markup(html[:end]), Markup(html[end:].strip())
+    return Markup(html), Markup("")
+
+
 @lru_cache(maxsize=128)
 def _render_markdown_cached(text: str) -> Markup:
     """The render, memoised per process on the Markdown text itself.

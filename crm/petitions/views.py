@@ -47,6 +47,11 @@ def markdown_filter(text: str):
     return service.render_markdown(text)
 
 
+@bp.app_template_filter("markdown_lead")
+def markdown_lead_filter(text: str):
+    return service.render_markdown_lead(text)
+
+
 @bp.route("/")
 @requires("read")
 def index():

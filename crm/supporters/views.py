@@ -16,6 +16,7 @@ from flask_login import current_user
 from crm import exports
 from crm.auth.permissions import requires
 from crm.countries import countries
+from crm.filters import count_of
 from crm.forms import apply_errors, check_all
 from crm.models import EMAIL_STATUSES, utcnow
 from crm.supporters import bp, service
@@ -70,7 +71,7 @@ def bulk_tag():
         flash(str(exc), "error")
     else:
         verb = "Tagged" if form.action.data == "add" else "Removed the tag from"
-        flash(f"{verb} {changed:,} supporter{'s' if changed != 1 else ''} “{tag.name}”.", "success")
+        flash(f"{verb} {count_of(changed, 'supporter', 'supporters')} “{tag.name}”.", "success")
     return redirect(url_for("supporters.index", **flt.as_args()))
 
 
