@@ -309,6 +309,17 @@ def sample_context(config=None, campaign=None) -> dict[str, Any]:
             "unsubscribe_url": "https://example.org/u/sample"}
 
 
+def sample_subject(campaign, config) -> str:
+    """The subject as the sample supporter reads it (what the preview shows), not its template
+    source; the source itself when it does not render (the editor reports why)."""
+    if "{" not in (campaign.subject or ""):
+        return campaign.subject or ""
+    try:
+        return " ".join(_text_env.from_string(campaign.subject).render(sample_context(config, campaign)).split())
+    except TemplateError:
+        return campaign.subject
+
+
 def preview(campaign, config, supporter: dict[str, Any] | None = None) -> Rendered:
     """Render as a chosen supporter (or the sample one); the unsubscribe link goes nowhere."""
     context = sample_context(config, campaign)

@@ -8,7 +8,7 @@ never land on a campaign that started sending a moment ago, or overwrite a colle
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -253,6 +253,24 @@ def list_campaigns(limit: int = 500) -> list[Row]:
                        }.get(c.status, (None, ""))
         rows.append(Row(c, sent, total, when, label))
     return rows
+
+
+def shown_status(campaign: Campaign, now: datetime | None = None) -> str:
+    """The status staff see: "starting" for a campaign due now that no worker has taken yet.
+
+    Send now (or a schedule coming due) leaves it `scheduled` until a worker's start job moves
+    it to `sending`; between the two it is neither waiting for a time nor sending.
+    """
+    if campaign.status == "scheduled" and campaign.started_at is None and campaign.scheduled_at is not None:
+        due = campaign.scheduled_at if campaign.scheduled_at.tzinfo else campaign.scheduled_at.replace(tzinfo=UTC)
+        if due <= (now or datetime.now(UTC)):
+            return "starting"
+    return campaign.status
+
+
+def sample_subject(campaign: Campaign) -> str:
+    """The subject as the preview's sample supporter reads it."""
+    return compose.sample_subject(campaign, current_app.config)
 
 
 def preview_content(data: dict[str, Any], supporter_id: int | None = None) -> tuple[compose.Rendered | None,

@@ -41,6 +41,16 @@ PREVIEW_CSP = ("default-src 'none'; img-src https: http: data:; style-src 'unsaf
 LIVE_STATUSES = ("scheduled", "sending", "paused")
 
 
+@bp.app_template_global("campaign_status")
+def campaign_status(campaign: Campaign) -> str:
+    return service.shown_status(campaign)
+
+
+@bp.app_template_global("campaign_subject")
+def campaign_subject(campaign: Campaign) -> str:
+    return service.sample_subject(campaign)
+
+
 def _campaign_or_404(campaign_id: int) -> Campaign:
     return db.session.get(Campaign, campaign_id) or abort(404)
 

@@ -6,7 +6,7 @@ from html.parser import HTMLParser
 import pytest
 
 from crm.extensions import db
-from crm.models import ConsentWording, Petition, Signature, utcnow
+from crm.models import ConsentWording, Petition, Signature, Supporter, utcnow
 from crm.petitions import service
 from tests import factories
 
@@ -201,7 +201,8 @@ def test_staff_page_shows_counts_and_opt_in_rate(app, client_as):
 
     stats = service.petition_stats(petition)
     assert stats.signatures == 5 and stats.subscribed_signers == 4
-    assert stats.opt_in_rate == pytest.approx(0.8)
+    assert stats.figures.subscribed_share == pytest.approx(0.8)
+    assert stats.figures.opt_in_rate == 0  # made by factories: nobody agreed on this petition's form
     assert len(stats.per_day) == 30 and sum(n for _, n in stats.per_day) == 5
     assert stats.per_day[-1][1] == 4 and stats.per_day[-4][1] == 1
 
@@ -217,7 +218,7 @@ def test_signature_counts_do_not_load_rows(app):
     """An empty petition reports zero and no opt-in rate rather than dividing by zero."""
     petition = factories.make_petition()
     stats = service.petition_stats(petition)
-    assert stats.signatures == 0 and stats.opt_in_rate is None
+    assert stats.signatures == 0 and stats.figures.opt_in_rate is None and stats.figures.subscribed_share is None
     assert db.session.scalar(db.select(db.func.count()).select_from(Signature)) == 0
 
 
@@ -292,3 +293,29 @@ def test_embed_snippet_escapes_a_hostile_title(app, client_as):
     attrs = parser.tags[0][1]
     assert sorted(attrs) == ["height", "src", "style", "title", "width"]
     assert attrs["title"] == title and attrs["src"] == f"https://crm.example.org/p/{petition.slug}/embed"
+
+
+def test_opt_in_rate_at_signing_does_not_fall_when_people_unsubscribe(app, client, client_as):
+    """Reports: "opted in when signing" counts agreements on our form (imports aside) and stays; "subscribed now" falls."""
+    from crm.supporters.consent import record_consent
+
+    petition = factories.make_petition(consent_mode="checkbox", consent_wording="Tick for updates.")
+    for n, ticked in enumerate([True, True, False, False]):
+        data = {"email": f"s{n}@example.org", "first_name": "S"}
+        if ticked:
+            data["consent"] = "y"
+        assert client.post(f"/p/{petition.slug}/sign", data=data).status_code == 200
+    factories.make_signature(petition, factories.make_supporter(), source="import:7")  # never saw the form
+    leaver = db.session.scalar(db.select(Supporter).filter_by(email="s0@example.org"))
+    record_consent(leaver, "opt_out", "unsubscribe_link")
+    db.session.commit()
+
+    figures = service.consent_figures()[petition.id]
+    assert (figures.signatures, figures.form_signatures, figures.opted_in_at_signing, figures.subscribed_now) == \
+        (5, 4, 2, 2)
+    assert figures.opt_in_rate == pytest.approx(0.5) and figures.subscribed_share == pytest.approx(0.4)
+    page = client_as("analyst").get("/reports/").text
+    report = page[page.index('id="petition-report"'):]
+    assert "Opted in when signing" in page and "Subscribed now" in page and "Opt-in rate" not in page
+    assert "50% <span class=\"muted\">(2 of 4 form signatures)</span>" in report
+    assert "40% <span class=\"muted\">(2 signers)</span>" in report

@@ -356,7 +356,8 @@ def get_supporter(supporter_id: int) -> Supporter | None:
 
 
 def consent_timeline(supporter: Supporter) -> list[ConsentEvent]:
-    return list(db.session.scalars(supporter.consent_events.select().order_by(ConsentEvent.id.desc())))
+    # order_by(None) first: the relationship's own order (oldest first) would otherwise come before ours.
+    return list(db.session.scalars(supporter.consent_events.select().order_by(None).order_by(ConsentEvent.id.desc())))
 
 
 def campaign_names(events: list[ConsentEvent]) -> dict[int, str]:
