@@ -296,7 +296,8 @@ def test_embed_snippet_escapes_a_hostile_title(app, client_as):
 
 
 def test_opt_in_rate_at_signing_does_not_fall_when_people_unsubscribe(app, client, client_as):
-    """Reports: "opted in when signing" counts agreements on our form (imports aside) and stays; "subscribed now" falls."""
+    """Reports: "opted in when signing" counts agreements on our form (imports aside) and stays;
+    "subscribed now" falls."""
     from crm.supporters.consent import record_consent
 
     petition = factories.make_petition(consent_mode="checkbox", consent_wording="Tick for updates.")

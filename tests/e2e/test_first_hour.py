@@ -14,13 +14,19 @@ from crm.models import Campaign, ConsentEvent, OrgSettings, Segment, Supporter
 from crm.outbox import store
 from crm.settings import org
 from tests import factories
-from tests.e2e.test_campaign_journey import live_app, outbox, outbox_dir, run_jobs  # noqa: F401 (fixtures)
+from tests.e2e.test_campaign_journey import run_jobs
 from tests.e2e.test_journey import sign_in
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
 
 SIZES = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 375, "height": 812}}
+
+
+@pytest.fixture
+def live_app(outbox_app):
+    """The e2e app, sending to the dev outbox."""
+    return outbox_app
 
 
 @pytest.fixture(params=list(SIZES))
@@ -89,7 +95,7 @@ def test_import_records_the_files_assertion_not_a_ticked_box(live_app, live_serv
 
 
 def test_public_page_text_first_countries_by_name_and_long_names_refused(live_server, screen, screenshot_dir):
-    """The petition's text comes before the form; country is a named select on the org's country; 101 letters is refused."""
+    """Text before the form; country a select by name starting on the org's; 101 letters refused."""
     page, size = screen
     db.session.add(OrgSettings(id=1, country="IE"))
     db.session.commit()
