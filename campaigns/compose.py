@@ -16,6 +16,7 @@ from functools import lru_cache
 from typing import Any
 
 import mjml
+from flask import current_app, has_app_context
 from inscriptis import get_text
 from inscriptis.model.config import ParserConfig
 from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, Undefined, nodes
@@ -186,7 +187,48 @@ def check_content(subject: str, preheader: str, mjml_source: str, text_body: str
         except ValueError as exc:
             problems.append(Problem("mjml", None, f"MJML: {exc}"))
         else:
-            problems.extend(_trial_render("mjml", _with_footer(html)))
+            tags = mjml_tag_problems(mjml_source)
+            problems.extend(tags or _trial_render("mjml", _with_footer(html)))
+    return problems
+
+
+_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
+_MJ_TAG = re.compile(r"<(/?)(mjml|mj-[a-z-]+)\b(?:[^>\"']|\"[^\"]*\"|'[^']*')*?(/?)>", re.IGNORECASE)
+# MJML elements that take no content, so `<mj-image src="...">` needs no closing tag.
+_MJ_VOID = frozenset({"mj-image", "mj-divider", "mj-spacer", "mj-carousel-image", "mj-breakpoint", "mj-font",
+                      "mj-all", "mj-class", "mj-include", "mj-social-element", "mj-html-attribute"})
+
+
+def mjml_tag_problems(source: str) -> list[Problem]:
+    """Closing tags that do not match what is open (`<mj-text>...</mj-button>`), with their lines.
+
+    mjml-python accepts some such mismatches silently and drops or reshapes content, so they
+    are refused here like its own parse errors. Only MJML's own tags are paired; the HTML
+    inside mj-text and friends is the mail's and is left to MJML.
+    """
+    text = _COMMENT.sub(lambda m: "\n" * m.group(0).count("\n"), source)
+    open_tags: list[tuple[str, int]] = []
+    problems: list[Problem] = []
+    for match in _MJ_TAG.finditer(text):
+        closing, name, self_closing = match.group(1), match.group(2).lower(), match.group(3)
+        line = text.count("\n", 0, match.start()) + 1
+        if not closing:
+            if not self_closing:
+                open_tags.append((name, line))
+            continue
+        while open_tags and open_tags[-1][0] != name and open_tags[-1][0] in _MJ_VOID:
+            open_tags.pop()
+        if open_tags and open_tags[-1][0] == name:
+            open_tags.pop()
+        elif any(tag == name for tag, _ in open_tags):
+            inner, opened = open_tags[-1]
+            problems.append(Problem("mjml", line, f"MJML: </{name}> closes <{inner}> opened on line {opened}; "
+                                                  f"close it with </{inner}> first"))
+            return problems
+        else:
+            expected = f"; <{open_tags[-1][0]}> (line {open_tags[-1][1]}) is still open" if open_tags else ""
+            problems.append(Problem("mjml", line, f"MJML: </{name}> has no matching <{name}>{expected}"))
+            return problems
     return problems
 
 
@@ -230,6 +272,16 @@ def _trial_render(field: str, html: str) -> list[Problem]:
 
 
 def org_context(config) -> dict[str, str]:
+    """What templates see as `org`.
+
+    Given the running app's own config, the organisation's settings in effect
+    (crm.settings.org.current(): Settings over the environment); given any other mapping (a
+    test of composing alone), that mapping's ORG_NAME and ORG_POSTAL_ADDRESS.
+    """
+    if has_app_context() and config is current_app.config:
+        from crm.settings import org
+
+        return org.current().as_context()
     return {"name": config["ORG_NAME"], "postal_address": config.get("ORG_POSTAL_ADDRESS") or ""}
 
 
@@ -255,6 +307,17 @@ def sample_context(config=None, campaign=None) -> dict[str, Any]:
             "org": org_context(config) if config else {"name": "Org", "postal_address": "1 Street"},
             "campaign": campaign_context(campaign) if campaign else {"subject": "", "preheader": "", "name": ""},
             "unsubscribe_url": "https://example.org/u/sample"}
+
+
+def sample_subject(campaign, config) -> str:
+    """The subject as the sample supporter reads it (what the preview shows), not its template
+    source; the source itself when it does not render (the editor reports why)."""
+    if "{" not in (campaign.subject or ""):
+        return campaign.subject or ""
+    try:
+        return " ".join(_text_env.from_string(campaign.subject).render(sample_context(config, campaign)).split())
+    except TemplateError:
+        return campaign.subject
 
 
 def preview(campaign, config, supporter: dict[str, Any] | None = None) -> Rendered:

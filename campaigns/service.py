@@ -8,7 +8,7 @@ never land on a campaign that started sending a moment ago, or overwrite a colle
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -255,6 +255,24 @@ def list_campaigns(limit: int = 500) -> list[Row]:
     return rows
 
 
+def shown_status(campaign: Campaign, now: datetime | None = None) -> str:
+    """The status staff see: "starting" for a campaign due now that no worker has taken yet.
+
+    Send now (or a schedule coming due) leaves it `scheduled` until a worker's start job moves
+    it to `sending`; between the two it is neither waiting for a time nor sending.
+    """
+    if campaign.status == "scheduled" and campaign.started_at is None and campaign.scheduled_at is not None:
+        due = campaign.scheduled_at if campaign.scheduled_at.tzinfo else campaign.scheduled_at.replace(tzinfo=UTC)
+        if due <= (now or datetime.now(UTC)):
+            return "starting"
+    return campaign.status
+
+
+def sample_subject(campaign: Campaign) -> str:
+    """The subject as the preview's sample supporter reads it."""
+    return compose.sample_subject(campaign, current_app.config)
+
+
 def preview_content(data: dict[str, Any], supporter_id: int | None = None) -> tuple[compose.Rendered | None,
                                                                                  dict[str, list[str]], str]:
     """Render unsaved editor content as a supporter: (rendered, problems by field, generated text)."""
@@ -416,9 +434,12 @@ def campaigns_needing(sender: SenderIdentity) -> int:
         Campaign.sender_id == sender.id, Campaign.status.in_(ACTIVE_STATUSES))) or 0
 
 
-def save_sender(data: dict[str, Any], sender: SenderIdentity | None = None,
-                actor_id: int | None = None) -> SenderIdentity:
-    """Add or edit a From identity (raises Invalid). The address must be one the relay may send as."""
+def sender_problems(data: dict[str, Any], sender: SenderIdentity | None = None) -> dict[str, list[str]]:
+    """Every rule the identity's fields break, as save_sender judges them (nothing is written)."""
+    return _clean_sender(data, sender)[1]
+
+
+def _clean_sender(data: dict[str, Any], sender: SenderIdentity | None) -> tuple[dict[str, Any], dict[str, list[str]]]:
     errors: dict[str, list[str]] = {}
     name = " ".join(_text(data, "name").split())
     if not name:
@@ -436,8 +457,16 @@ def save_sender(data: dict[str, Any], sender: SenderIdentity | None = None,
     if sender is not None and sender.is_active and not is_active and campaigns_needing(sender):
         _add(errors, "is_active", "A scheduled, sending or paused campaign uses this identity; "
                                   "change or cancel it first.")
+    return {"name": name, "email": address, "reply_to": reply_to, "is_active": is_active}, errors
+
+
+def save_sender(data: dict[str, Any], sender: SenderIdentity | None = None,
+                actor_id: int | None = None) -> SenderIdentity:
+    """Add or edit a From identity (raises Invalid). The address must be one the relay may send as."""
+    values, errors = _clean_sender(data, sender)
     if errors:
         raise Invalid(errors)
+    name, address, reply_to, is_active = values["name"], values["email"], values["reply_to"], values["is_active"]
     if sender is None:
         sender = SenderIdentity(name=name, email=address, reply_to=reply_to, is_active=is_active)
         db.session.add(sender)

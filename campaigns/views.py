@@ -25,12 +25,13 @@ from campaigns import lifecycle, service
 from campaigns.forms import CampaignForm, NewCampaignForm, ScheduleForm, TemplateForm, TestSendForm
 from campaigns.lifecycle import LifecycleError
 from campaigns.pipeline import readiness_problem
-from crm.auth.permissions import requires
+from crm.auth.permissions import can, requires
 from crm.clock import local_time, org_zone, to_local
 from crm.extensions import db
 from crm.forms import ActionForm, apply_errors, require_action_form
 from crm.models import Campaign, EmailTemplate
 from crm.segments.rules import RuleError
+from crm.settings import org
 
 bp = Blueprint("campaigns", __name__, url_prefix="/campaigns")
 
@@ -38,6 +39,16 @@ bp = Blueprint("campaigns", __name__, url_prefix="/campaigns")
 PREVIEW_CSP = ("default-src 'none'; img-src https: http: data:; style-src 'unsafe-inline'; font-src https: data:; "
                "base-uri 'none'; form-action 'none'; frame-ancestors 'self'; sandbox")
 LIVE_STATUSES = ("scheduled", "sending", "paused")
+
+
+@bp.app_template_global("campaign_status")
+def campaign_status(campaign: Campaign) -> str:
+    return service.shown_status(campaign)
+
+
+@bp.app_template_global("campaign_subject")
+def campaign_subject(campaign: Campaign) -> str:
+    return service.sample_subject(campaign)
 
 
 def _campaign_or_404(campaign_id: int) -> Campaign:
@@ -177,6 +188,23 @@ def _default_send_at() -> str:
     return soon.replace(minute=0, second=0, microsecond=0).strftime("%Y-%m-%dT%H:%M")
 
 
+def _readiness(campaign: Campaign) -> tuple[str, str, str]:
+    """(why it cannot be sent, where to fix that, the link's label); ('', '', '') when it can.
+
+    The organisation's settings are checked here first so the page can send staff to
+    Settings rather than to the campaign editor, which cannot fix them.
+    """
+    problem = org.sending_problem()
+    if problem:
+        if current_user.is_authenticated and can("admin"):
+            return problem, url_for("settings.index") + "#organisation", "Set the postal address in Settings"
+        return problem + " An admin can set it under Settings.", "", ""
+    problem = readiness_problem(campaign)
+    if problem:
+        return problem, url_for("campaigns.edit", campaign_id=campaign.id), "Edit the campaign"
+    return "", "", ""
+
+
 def _estimate(campaign: Campaign) -> int | None:
     try:
         return lifecycle.estimated_recipients(campaign)
@@ -201,10 +229,10 @@ def _show(campaign: Campaign, test_form: TestSendForm, schedule_form: ScheduleFo
     zone = org_zone().key
     schedule_form.send_at.label.text = f"Send at ({zone} time)"
     progress = lifecycle.progress(campaign) if campaign.status != "draft" else None
+    readiness, fix_url, fix_label = _readiness(campaign) if editable else ("", "", "")
     return render_template(
         "campaigns/show.html", campaign=campaign, form=ActionForm(), test_form=test_form,
-        schedule_form=schedule_form, zone=zone,
-        readiness=readiness_problem(campaign) if editable else "",
+        schedule_form=schedule_form, zone=zone, readiness=readiness, fix_url=fix_url, fix_label=fix_label,
         estimate=_estimate(campaign) if editable and campaign.segment is not None else None,
         progress=progress, live=campaign.status in LIVE_STATUSES,
         failed=service.problem_messages(campaign, ("failed", "bounced")) if progress else [],
@@ -260,9 +288,10 @@ def send(campaign_id: int):
     if campaign.status not in ("draft", "scheduled"):
         flash(f"A {campaign.status} campaign cannot be sent again.", "error")
         return redirect(url_for("campaigns.show", campaign_id=campaign.id))
-    problem = readiness_problem(campaign)
+    problem, fix_url, fix_label = _readiness(campaign)
     return render_template("campaigns/confirm.html", campaign=campaign, form=form, action="send",
-                           problem=problem, estimate=None if problem else _estimate(campaign))
+                           problem=problem, fix_url=fix_url, fix_label=fix_label,
+                           estimate=None if problem else _estimate(campaign))
 
 
 @bp.route("/<int:campaign_id>/schedule", methods=["POST"])

@@ -56,6 +56,41 @@ def users_deactivate(email: str) -> None:
     click.echo(f"Deactivated {user.email}")
 
 
+org_cli = AppGroup("org", help="The organisation's name, postal address, default sender and country.")
+
+
+@org_cli.command("show")
+def org_show() -> None:
+    """Print the settings in effect (Settings over the environment)."""
+    from crm.settings import org
+
+    current = org.current()
+    click.echo(f"name:           {current.name}")
+    address = current.postal_address.replace("\n", ", ") or "(not set: campaigns cannot be sent)"
+    click.echo(f"postal address: {address}")
+    click.echo(f"default sender: {current.mail_from}")
+    click.echo(f"country:        {current.country or '(not set)'}")
+
+
+@org_cli.command("set")
+@click.option("--name", help="The organisation's name.")
+@click.option("--postal-address", help="Printed in every message's footer.")
+@click.option("--mail-from", help="The default sender address.")
+@click.option("--country", help="ISO 3166-1 code, e.g. GB.")
+def org_set(name: str | None, postal_address: str | None, mail_from: str | None, country: str | None) -> None:
+    """Change some of the settings (the others keep their value); audit-logged like the Settings page."""
+    from crm.settings import org
+
+    current = org.current()
+    given = {"name": name, "postal_address": postal_address, "mail_from": mail_from, "country": country}
+    data = {key: getattr(current, key) if value is None else value for key, value in given.items()}
+    try:
+        org.save(data)
+    except org.SettingsInvalid as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo("Saved.")
+
+
 @click.command("worker")
 @click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
 @click.option("--no-scheduler", is_flag=True, help="Do not run RQ's scheduler in this worker.")
@@ -83,6 +118,7 @@ def init_app(app: Flask) -> None:
     from crm.supporters.cli import supporters_cli
 
     app.cli.add_command(users)
+    app.cli.add_command(org_cli)
     app.cli.add_command(import_group)
     app.cli.add_command(worker_command)
     app.cli.add_command(demo_command)

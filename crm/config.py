@@ -29,6 +29,7 @@ ENV_SETTINGS = (
     "MAIL_FROM",
     "ORG_NAME",
     "ORG_POSTAL_ADDRESS",
+    "ORG_COUNTRY",
     "SEND_RATE_PER_SECOND",
     "CRM_ENV",
     "SIGN_REDIRECT_HOSTS",
@@ -52,6 +53,7 @@ DEFAULTS = {
     "MAIL_FROM": "updates@example.org",
     "ORG_NAME": "Refugee Rights Network",
     "ORG_POSTAL_ADDRESS": "",
+    "ORG_COUNTRY": "",  # ISO 3166-1 code; the public form's country select starts on it
     "SEND_RATE_PER_SECOND": "50",
     "LOGIN_MAX_FAILURES": 10,
     "LOGIN_WINDOW_SECONDS": 15 * 60,
@@ -86,9 +88,40 @@ DEFAULTS = {
 }
 
 
+# `crm dev` leaves what it chose for its instance folder here (development mode, the demo
+# postal address, the URLs of the Redis and outbox it runs), so any other `crm` command run
+# beside it -- `crm users create`, `crm campaigns send` -- uses the same configuration without
+# being told. Read only when CRM_ENV is not set; environment variables still win.
+DEV_SETTINGS_FILE = "dev-settings.json"
+DEV_SETTINGS = ("CRM_ENV", "BASE_URL", "ORG_POSTAL_ADDRESS", "ORG_COUNTRY", "REDIS_URL", "SMTP_URL",
+                "OUTBOX_ENABLED")
+
+
+def dev_settings(instance_path: str) -> dict:
+    """The settings `crm dev` recorded for this instance folder ({} when it never ran here)."""
+    import json
+
+    path = Path(instance_path) / DEV_SETTINGS_FILE
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(recorded, dict):
+        return {}
+    found = {k: str(v) for k, v in recorded.items() if k in DEV_SETTINGS and v not in (None, "")}
+    socket_path = found.get("REDIS_URL", "").removeprefix("unix://")
+    if found.get("REDIS_URL", "").startswith("unix://") and not Path(socket_path).exists():
+        found.pop("REDIS_URL")  # that `crm dev` has stopped; its Redis is gone with it
+        found.pop("SMTP_URL", None)
+        found.pop("OUTBOX_ENABLED", None)
+    return found
+
+
 def load_config(instance_path: str, overrides: dict | None = None) -> dict:
     """Return the finished settings mapping, or raise ConfigError naming the bad variable."""
     config: dict = dict(DEFAULTS)
+    if not os.environ.get("CRM_ENV") and "CRM_ENV" not in (overrides or {}):
+        config.update(dev_settings(instance_path))
     for name in (*ENV_SETTINGS, *TUNABLES):
         value = os.environ.get(name)
         if value not in (None, ""):
@@ -133,6 +166,14 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
     except (ZoneInfoNotFoundError, ValueError):
         raise ConfigError("ORG_TIMEZONE",
                           f"unknown time zone {config['ORG_TIMEZONE']!r}; use e.g. Europe/London") from None
+
+    country = str(config.get("ORG_COUNTRY") or "").strip().upper()
+    if country:
+        from crm.countries import is_country_code
+
+        if not is_country_code(country):
+            raise ConfigError("ORG_COUNTRY", f"must be an ISO 3166-1 two-letter code such as GB, not {country!r}")
+    config["ORG_COUNTRY"] = country
 
     try:
         limits.parse(config["SIGN_RATE_LIMIT"])

@@ -13,6 +13,7 @@ from flask import current_app
 from crm.extensions import db
 from crm.models import Campaign, Petition, Segment, Signature, StaffUser, Supporter, utcnow
 from crm.petitions.service import current_wording
+from crm.settings.org import current as current_settings
 from crm.supporters.consent import record_consent
 
 DEMO_ADMIN = "admin@example.org"
@@ -57,7 +58,7 @@ def load_demo_data(supporters: int = 300, seed: int = 7) -> str:
     if db.session.scalar(db.select(db.func.count()).select_from(Petition)):
         return "Demo data skipped: the database already has petitions."
     rng = random.Random(seed)
-    org = current_app.config["ORG_NAME"]
+    org = current_settings().name
     wording = consent_text(org)
     now = utcnow()
     asylum = Petition(
@@ -113,13 +114,14 @@ def load_demo_data(supporters: int = 300, seed: int = 7) -> str:
 
 
 def load_demo_campaign(petition: Petition) -> Campaign:
-    """A sender identity (MAIL_FROM as ORG_NAME), the default template, a segment of the petition's
-    subscribed signers (unless there are segments already), and a draft campaign to it."""
+    """A sender identity (the default sender, named after the organisation), the default template,
+    a segment of the petition's subscribed signers (unless there are segments already), and a
+    draft campaign to it."""
     from campaigns import service
     from crm.segments.rules import validate
 
-    config = current_app.config
-    sender = service.ensure_sender(config["ORG_NAME"], config["MAIL_FROM"])
+    settings = current_settings()
+    sender = service.ensure_sender(settings.name, settings.mail_from)
     template = service.ensure_default_template()
     segment = db.session.scalar(db.select(Segment).order_by(Segment.id))
     if segment is None:

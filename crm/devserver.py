@@ -16,6 +16,7 @@ import sys
 import click
 
 from crm import instance_folder
+from crm.settings.org import DEMO_POSTAL_ADDRESS
 
 
 def _port_free(port: int) -> bool:
@@ -42,8 +43,10 @@ def dev_command(host: str, port: int, no_worker: bool) -> None:
         raise click.ClickException(f"Port {port} is in use; pass --port to choose another.")
     os.environ.setdefault("CRM_ENV", "development")
     os.environ.setdefault("BASE_URL", f"http://{host}:{port}")
-    # Campaigns refuse to send without a postal address; on a laptop, a placeholder says so.
-    os.environ.setdefault("ORG_POSTAL_ADDRESS", "1 Example Street, London N1 9GU (demo: set ORG_POSTAL_ADDRESS)")
+    # Campaigns refuse to send without a postal address; on a laptop, a placeholder lets them
+    # be tried, and every staff page says so until an admin replaces it under Settings.
+    os.environ.setdefault("ORG_POSTAL_ADDRESS", DEMO_POSTAL_ADDRESS)
+    os.environ.setdefault("ORG_COUNTRY", "GB")
     instance = instance_folder()
     outbox = worker = None
     # Ctrl-C and SIGTERM both stop everything (SIGINT may arrive ignored from a parent shell).
@@ -56,6 +59,7 @@ def dev_command(host: str, port: int, no_worker: bool) -> None:
             outbox = start_outbox(str(instance / "outbox"), 8025 if _port_free(8025) else 0)
             os.environ["SMTP_URL"] = f"smtp://127.0.0.1:{outbox.port}"
             os.environ["OUTBOX_ENABLED"] = "1"
+        record_dev_settings(instance, running=True)
         app = create_app({"OUTBOX_ENABLED": bool(outbox)})
         check_services(app)
         with app.app_context():
@@ -83,4 +87,20 @@ def dev_command(host: str, port: int, no_worker: bool) -> None:
         if outbox is not None:
             outbox.stop()
         stop_embedded()
+        record_dev_settings(instance, running=False)
         click.echo("Stopped.")
+
+
+def record_dev_settings(instance, running: bool) -> None:
+    """Leave this run's settings in the instance folder for other `crm` commands (crm.config.dev_settings);
+    the Redis and outbox URLs only while they run."""
+    import json
+
+    from crm.config import DEV_SETTINGS, DEV_SETTINGS_FILE
+
+    runtime = ("REDIS_URL", "SMTP_URL", "OUTBOX_ENABLED")
+    chosen = {name: os.environ[name] for name in DEV_SETTINGS
+              if os.environ.get(name) and (running or name not in runtime)}
+    path = instance / DEV_SETTINGS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(chosen, indent=2) + "\n", encoding="utf-8")

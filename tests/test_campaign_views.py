@@ -116,6 +116,17 @@ def test_save_shows_compose_problems_beside_the_fields_and_stores_nothing(app, c
     assert "one line" in found["subject"]
     assert "name" in found and "reply_to" in found
     assert 'value="Hello' in injected.text  # what staff typed is kept for them to fix
+
+    mismatched = client.post("/campaigns/new", data=form_data(
+        mjml="<mjml><mj-body><mj-section><mj-column>\n<mj-text>Hi</mj-button>\n</mj-column></mj-section>"
+             "</mj-body></mjml>"))
+    assert mismatched.status_code == 400  # mjml-python alone would have compiled it
+    assert errors(mismatched.text)["mjml"] == ("line 2: MJML: </mj-button> has no matching <mj-button>; "
+                                               "<mj-text> (line 2) is still open")
+    crossed = client.post("/campaigns/templates/new", data={"name": "Crossed", "mjml": (
+        "<mjml><mj-body><mj-section><mj-column>\n<mj-text>Hi\n</mj-column></mj-text></mj-section></mj-body></mjml>")})
+    assert crossed.status_code == 400
+    assert "line 3: MJML: </mj-column> closes <mj-text> opened on line 2" in errors(crossed.text)["mjml"]
     assert db.session.scalar(db.select(db.func.count()).select_from(Campaign)) == 0
 
 
@@ -535,3 +546,51 @@ def test_demo_data_offers_a_draft_campaign_ready_to_send(app, client_as):
     assert "Not ready" not in page and 'id="estimate"' in page
     assert "Your signature is making a difference" in client.get(f"/campaigns/{campaign.id}/preview").text
     assert service.DEFAULT_TEMPLATE_NAME in client.get("/campaigns/templates").text
+
+
+def test_send_now_shows_starting_until_a_worker_takes_it(app, client_as):
+    """Right after Send now the page says "starting" with no Unschedule or Send now; then "sending"."""
+    factories.make_supporter()
+    campaign = ready_campaign()
+    client = client_as("admin")
+    assert client.post(f"/campaigns/{campaign.id}/send").status_code == 302
+    db.session.expire_all()
+    assert campaign.status == "scheduled" and campaign.started_at is None  # no worker has run yet
+    page = client.get(f"/campaigns/{campaign.id}").text
+    assert '<span class="badge badge-starting">starting</span>' in page and 'id="starting-note"' in page
+    for gone in ("Unschedule", "Send now…", ">Edit</a>", "Send a test", "Scheduled for"):
+        assert gone not in page
+    assert "Cancel campaign…" in page
+    assert '<span class="badge badge-starting">starting</span>' in client.get("/campaigns/").text
+    drain(app)
+    page = client.get(f"/campaigns/{campaign.id}").text
+    assert "badge-starting" not in page and "starting-note" not in page
+
+
+def test_a_later_schedule_still_reads_scheduled(app):
+    """Scheduled for the future is "scheduled"; only a due one that no worker took is "starting"."""
+    campaign = ready_campaign(status="scheduled", scheduled_at=datetime.now(UTC) + timedelta(hours=2))
+    assert service.shown_status(campaign) == "scheduled"
+    assert service.shown_status(campaign, now=datetime.now(UTC) + timedelta(hours=3)) == "starting"
+
+
+def test_campaign_page_shows_the_subject_as_the_preview_renders_it(app, client_as):
+    """The campaign page and list show the subject for the sample supporter, the template beneath."""
+    campaign = ready_campaign(subject='{{ supporter.first_name | default("Friend") }}, news from {{ org.name }}')
+    client = client_as("analyst")
+    page = client.get(f"/campaigns/{campaign.id}").text
+    assert '<span id="campaign-subject">Amina, news from Test Org</span>' in page
+    assert "the template is <code>{{ supporter.first_name" in page
+    listing = client.get("/campaigns/").text
+    assert "Amina, news from Test Org" in listing and "{{ supporter" not in listing
+
+
+def test_unsubscribe_on_the_timeline_names_its_campaign(app, client_as):
+    """An opt_out from a message's link shows the campaign it came from, linked."""
+    campaign = ready_campaign(name="Spring appeal", status="sent")
+    supporter = factories.make_supporter()
+    record_consent(supporter, "opt_out", "unsubscribe_link", campaign_id=campaign.id)
+    db.session.commit()
+    page = client_as("analyst").get(f"/supporters/{supporter.id}").text
+    timeline = page[page.index("Consent timeline"):page.index("Messages</h2>")]
+    assert f'from the campaign <a href="/campaigns/{campaign.id}">Spring appeal</a>' in timeline

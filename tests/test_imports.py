@@ -203,10 +203,75 @@ def test_signatures_consent_events_and_tags(app, tmp_path):
     assert db.session.scalar(db.select(db.func.count()).select_from(ConsentEvent)) == 2
 
 
-def test_default_wording_names_the_file(app, tmp_path):
-    """Without a petition's wording the consent event says it came from the imported file."""
-    do_import(tmp_path, "Email,Opt-in\nw@example.org,true\n", name="spring list.csv")
-    assert db.session.scalar(db.select(ConsentEvent.wording)) == "Imported with consent from spring_list.csv"
+def test_consent_event_says_the_file_asserted_it(app, tmp_path):
+    """Without a petition's wording the event quotes no wording: its reason names the file, column and value."""
+    do_import(tmp_path, "Email,Opt-in\nw@example.org,True\n", name="spring list.csv")
+    event = db.session.scalar(db.select(ConsentEvent))
+    assert (event.action, event.wording, event.wording_version, event.wording_id) == ("opt_in", "", None, None)
+    assert event.reason == ("Consent asserted by the imported file “spring_list.csv”, column “Opt-in”, value “True”; "
+                            "not given on a form of this system.")
+
+
+def test_import_never_reads_as_a_ticked_box_for_someone_who_declined_it(app, client, client_as, tmp_path):
+    """Signed a checkbox petition without consent, then imported with consent 'yes' and the petition's wording:
+    the opt_in says the file asserted it and labels the wording as the organisation's claim, unlinked to our form."""
+    petition = factories.make_petition(consent_mode="checkbox", consent_wording="Tick to get our updates.")
+    response = client.post(f"/p/{petition.slug}/sign", data={"email": "decliner@example.org", "first_name": "Dee"})
+    assert response.status_code == 200
+    assert supporter("decliner@example.org").email_status == "never_subscribed"
+    assert db.session.scalar(db.select(db.func.count()).select_from(ConsentEvent)) == 0
+
+    job = do_import(tmp_path, "Email,Consent\ndecliner@example.org,yes\n", name="partner.csv",
+                    petition_id=petition.id, petition_wording=True)
+    event = db.session.scalar(db.select(ConsentEvent))
+    assert (event.action, event.source) == ("opt_in", f"import:{job.id}")
+    assert event.wording == "Tick to get our updates."
+    assert (event.wording_version, event.wording_id, event.ip, event.user_agent) == (None, None, None, None)
+    assert event.reason.startswith("Consent asserted by the imported file “partner.csv”, column “Consent”, "
+                                   "value “yes”; not given on a form of this system.")
+    assert "what the organisation says the person was shown" in event.reason
+    assert f"petition “{petition.title}” (version 1); this system did not show it to them." in event.reason
+
+    page = client_as("analyst").get(f"/supporters/{supporter('decliner@example.org').id}").text
+    timeline = page[page.index("Consent timeline"):page.index("Messages</h2>")]
+    assert "The organisation says this wording was shown (not by this system)" in timeline
+    assert "Evidence: Consent asserted by the imported file" in timeline
+    assert "Wording version" not in timeline
+
+
+@pytest.mark.parametrize(("value", "subscribed"), [
+    ("oui", True), ("Ja", True), ("si", True), ("Sí", True), ("sim", True), ("tak", True), ("ναι", True),
+    ("non", False), ("Nein", False), ("nee", False), ("não", False), ("", False), ("0", False),
+])
+def test_consent_words_of_common_languages(app, tmp_path, value, subscribed):
+    """Yes and no in the languages our users work in are read as such, and neither is reported."""
+    job = do_import(tmp_path, f"Email,Consent\nw@example.org,{value}\n")
+    assert supporter("w@example.org").email_status == ("subscribed" if subscribed else "never_subscribed")
+    assert (job.consent_unrecognised_count, job.consent_unrecognised_values) == (0, {})
+
+
+def test_unrecognised_consent_values_are_kept_without_consent_and_reported(app, tmp_path, client_as):
+    """'2' or 'maybe' is neither yes nor no: the row is imported, consent is not recorded, preview and counts say so."""
+    text = "Email,Consent\na@example.org,2\nb@example.org,maybe\nc@example.org,2\nd@example.org,yes\n"
+    job = upload(write(tmp_path, text))
+    client = client_as("organizer")
+    page = client.get(f"/imports/{job.id}/map").text
+    assert page.count("consent not recorded: “2” is not a yes or a no") == 2
+    assert "consent not recorded: “maybe” is not a yes or a no" in page
+    assert "Consent asserted by the imported file" in page  # what will be recorded, said before importing
+    service.configure(job, job.mapping)
+    db.session.commit()
+    job = run_import(job)
+    assert_invariant(job)
+    assert (job.created_count, job.rejected_count, job.consent_unrecognised_count) == (4, 0, 3)
+    assert job.consent_unrecognised_values == {"2": 2, "maybe": 1}
+    assert [supporter(f"{x}@example.org").email_status for x in "abcd"] == ["never_subscribed"] * 3 + ["subscribed"]
+    assert db.session.scalar(db.select(db.func.count()).select_from(ConsentEvent)) == 1
+    stored = db.session.execute(db.select(ImportJob.consent_unrecognised_count, ImportJob.consent_unrecognised_values)
+                                .filter_by(id=job.id)).one()
+    assert tuple(stored) == (3, {"2": 2, "maybe": 1})
+    page = client.get(f"/imports/{job.id}").text
+    assert "3 rows kept without recording consent" in page and "“2” (2 rows), “maybe” (1 row)" in page
 
 
 def test_xlsx_upload(app, tmp_path, client_as):
@@ -304,12 +369,13 @@ def test_analyst_cannot_upload_but_can_read_and_download(app, client_as, tmp_pat
 def test_cli_import(app, runner, tmp_path):
     """`crm import supporters` runs the engine with --map, --consent-column, --petition and --tag."""
     petition = factories.make_petition(slug="save-the-park")
-    path = write(tmp_path, "Addr,Name,Agreed\ncli@example.org,Cli,yes\ncli2@example.org,Two,no\nnope,X,yes\n")
+    path = write(tmp_path, "Addr,Name,Agreed\ncli@example.org,Cli,yes\ncli2@example.org,Two,perhaps\nnope,X,yes\n")
     result = runner.invoke(args=["import", "supporters", str(path), "--map", "Addr=email", "--map", "Name=first_name",
                                  "--consent-column", "Agreed", "--petition", "save-the-park", "--tag", "cli"])
     assert result.exit_code == 0, result.output
     assert "3 rows: 2 created, 0 updated, 0 unchanged, 1 rejected" in result.output
     assert "Rejected rows: " in result.output
+    assert "1 row kept without recording consent (neither yes nor no): 'perhaps' (1)" in result.output
     assert supporter("cli@example.org").email_status == "subscribed"
     assert db.session.scalar(db.select(db.func.count()).select_from(Signature).filter_by(petition_id=petition.id)) == 2
     bad = runner.invoke(args=["import", "supporters", str(path), "--petition", "no-such"])
@@ -364,9 +430,12 @@ def _reference_check(index, seen, row):
             staged["signed_at"] = parse_date(row[i])
         except ValueError:
             return f"unparsable date: {row[i].strip()}"
+    staged["consent_value"] = ""
     i = index.get("consent")
     if i is not None:
-        staged["consent"] = row[i].strip().lower() in OPTED_IN
+        key = " ".join(row[i].split()).casefold().strip(".!")
+        staged["consent"] = key in OPTED_IN
+        staged["consent_value"] = row[i].strip()[:40]
     seen.add(email)
     return staged
 
@@ -391,7 +460,7 @@ def _random_rows(rng, count):
         last = rng.choice(["Smith", "", "y" * 100, "y" * 101])
         postal = rng.choice(["N1 1AA", "", "z" * 21, " E2 "])
         country = rng.choice(["GB", "gb", "United Kingdom", "", "  ", "Atlantis", "DE "])
-        consent = rng.choice(["yes", "No", "", " Y ", "x", "subscribed", "0"])
+        consent = rng.choice(["yes", "No", "", " Y ", "x", "subscribed", "0", "oui", "2", "Nein"])
         comment = rng.choice(["", "hello", "two\r\nlines", "tab\there", "back\\slash", " padded "])
         signed = rng.choice(["", "2024-05-01", "01/02/2024", "31/02/2024", "2024-05-01T10:00:00Z", "soon"])
         rows.append([email, first, last, postal, country, consent, comment, signed, "other"])

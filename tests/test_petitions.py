@@ -6,7 +6,7 @@ from html.parser import HTMLParser
 import pytest
 
 from crm.extensions import db
-from crm.models import ConsentWording, Petition, Signature, utcnow
+from crm.models import ConsentWording, Petition, Signature, Supporter, utcnow
 from crm.petitions import service
 from tests import factories
 
@@ -201,7 +201,8 @@ def test_staff_page_shows_counts_and_opt_in_rate(app, client_as):
 
     stats = service.petition_stats(petition)
     assert stats.signatures == 5 and stats.subscribed_signers == 4
-    assert stats.opt_in_rate == pytest.approx(0.8)
+    assert stats.figures.subscribed_share == pytest.approx(0.8)
+    assert stats.figures.opt_in_rate == 0  # made by factories: nobody agreed on this petition's form
     assert len(stats.per_day) == 30 and sum(n for _, n in stats.per_day) == 5
     assert stats.per_day[-1][1] == 4 and stats.per_day[-4][1] == 1
 
@@ -217,7 +218,7 @@ def test_signature_counts_do_not_load_rows(app):
     """An empty petition reports zero and no opt-in rate rather than dividing by zero."""
     petition = factories.make_petition()
     stats = service.petition_stats(petition)
-    assert stats.signatures == 0 and stats.opt_in_rate is None
+    assert stats.signatures == 0 and stats.figures.opt_in_rate is None and stats.figures.subscribed_share is None
     assert db.session.scalar(db.select(db.func.count()).select_from(Signature)) == 0
 
 
@@ -239,3 +240,83 @@ def test_long_markdown_is_rendered_but_not_cached(app):
     html = str(service.render_markdown(text))
     assert html.startswith("<p>xxx") and "<script>" not in html
     assert service._render_markdown_cached.cache_info().currsize == before
+
+
+def _errors(page: str) -> list[str]:
+    """The field error messages a staff page shows, in order."""
+    import re
+
+    return re.findall(r'<p class="error" id="[\w-]+-err" role="alert">([^<]*)</p>', page)
+
+
+def test_every_petition_error_is_reported_in_one_submit(app, client_as):
+    """A missing goal, a bad slug and a foreign redirect all show at once; a second submit lists each once."""
+    client = client_as("organizer")
+    bad = petition_form(goal="", slug="Not A Slug", redirect_url="https://evil.example.net/x")
+    first = client.post("/petitions/new", data=bad)
+    assert first.status_code == 400
+    errors = _errors(first.text)
+    assert len(errors) == 3
+    assert any("Use lowercase letters" in e for e in errors)
+    assert any("evil.example.net is not an allowed redirect host" in e for e in errors)
+    again = client.post("/petitions/new", data=bad)
+    assert _errors(again.text) == errors
+    empty_slug = _errors(client.post("/petitions/new", data=petition_form(slug="")).text)
+    assert len(empty_slug) == 1  # the form's own message alone, not the service's again in other words
+    assert db.session.scalar(db.select(db.func.count()).select_from(Petition)) == 0
+
+
+def test_embed_snippet_escapes_a_hostile_title(app, client_as):
+    """A title with quotes and markup stays inside the iframe's title attribute of the copied snippet."""
+    title = 'Stop "it" now" onload="alert(1)" x="<script>alert(2)</script>&'
+    petition = factories.make_petition(title=title)
+    page = client_as("analyst").get(f"/petitions/{petition.id}").text
+    start = page.index('<textarea id="embed-snippet"')
+    shown = page[page.index(">", start) + 1:page.index("</textarea>", start)]
+    assert "<" not in shown and '"' not in shown  # escaped once more to be shown as text
+
+    import html
+
+    snippet = html.unescape(shown)  # exactly what staff copy into a partner's page
+
+    class Collect(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.tags = []
+
+        def handle_starttag(self, tag, attrs):
+            self.tags.append((tag, dict(attrs)))
+
+    parser = Collect()
+    parser.feed(snippet)
+    assert [tag for tag, _ in parser.tags] == ["iframe"]
+    attrs = parser.tags[0][1]
+    assert sorted(attrs) == ["height", "src", "style", "title", "width"]
+    assert attrs["title"] == title and attrs["src"] == f"https://crm.example.org/p/{petition.slug}/embed"
+
+
+def test_opt_in_rate_at_signing_does_not_fall_when_people_unsubscribe(app, client, client_as):
+    """Reports: "opted in when signing" counts agreements on our form (imports aside) and stays;
+    "subscribed now" falls."""
+    from crm.supporters.consent import record_consent
+
+    petition = factories.make_petition(consent_mode="checkbox", consent_wording="Tick for updates.")
+    for n, ticked in enumerate([True, True, False, False]):
+        data = {"email": f"s{n}@example.org", "first_name": "S"}
+        if ticked:
+            data["consent"] = "y"
+        assert client.post(f"/p/{petition.slug}/sign", data=data).status_code == 200
+    factories.make_signature(petition, factories.make_supporter(), source="import:7")  # never saw the form
+    leaver = db.session.scalar(db.select(Supporter).filter_by(email="s0@example.org"))
+    record_consent(leaver, "opt_out", "unsubscribe_link")
+    db.session.commit()
+
+    figures = service.consent_figures()[petition.id]
+    assert (figures.signatures, figures.form_signatures, figures.opted_in_at_signing, figures.subscribed_now) == \
+        (5, 4, 2, 2)
+    assert figures.opt_in_rate == pytest.approx(0.5) and figures.subscribed_share == pytest.approx(0.4)
+    page = client_as("analyst").get("/reports/").text
+    report = page[page.index('id="petition-report"'):]
+    assert "Opted in when signing" in page and "Subscribed now" in page and "Opt-in rate" not in page
+    assert "50% <span class=\"muted\">(2 of 4 form signatures)</span>" in report
+    assert "40% <span class=\"muted\">(2 signers)</span>" in report

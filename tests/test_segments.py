@@ -516,6 +516,17 @@ def test_save_refuses_invalid_rules_and_saves_nothing(client_as):
     assert db.session.scalar(db.select(db.func.count()).select_from(Segment)) == 0
 
 
+def test_every_segment_error_shows_in_one_submit(client_as):
+    """A missing name and broken rules are both reported at once, each message once."""
+    client = client_as("organizer")
+    rules = json.dumps(group(cond("petitions", "any_of", {"petition_ids": [31337]})))
+    response = client.post("/segments/new", data={"name": "", "rules": rules})
+    assert response.status_code == 400
+    found = re.findall(r'<p class="error" id="([\w-]+)-err" role="alert">([^<]*)</p>', response.text)
+    assert [name for name, _ in found] == ["name", "rules"]
+    assert "rules[0]: petition 31337 does not exist" in found[1][1]
+
+
 def test_save_edit_duplicate_and_delete(client_as):
     """Organizers create, edit, duplicate and delete segments; names stay unique."""
     client = client_as("organizer")

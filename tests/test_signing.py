@@ -52,7 +52,7 @@ def test_open_petition_page_shows_form_and_promise(app, client):
     assert response.status_code == 200
     page = response.text
     assert "Safe routes" in page and "To: The Minister" in page
-    assert "<strong>1</strong> signatures" in page and "width: 10%" in page
+    assert "<strong>1</strong> signature ·" in page and "width: 10%" in page
     assert f'action="/p/{petition.slug}/sign"' in page
     assert petition.consent_wording in page
     assert 'aria-hidden="true"' in page and 'name="website"' in page and 'tabindex="-1"' in page
@@ -482,9 +482,9 @@ def test_count_is_cached_and_refreshed_after_its_lifetime(make_app):
         petition = factories.make_petition(goal=100)
         factories.make_signature(petition, factories.make_supporter())
         client = app.test_client()
-        assert "<strong>1</strong> signatures" in client.get(f"/p/{petition.slug}").text
+        assert "<strong>1</strong> signature ·" in client.get(f"/p/{petition.slug}").text
         factories.make_signature(petition, factories.make_supporter())  # an import, say
-        assert "<strong>1</strong> signatures" in client.get(f"/p/{petition.slug}").text
+        assert "<strong>1</strong> signature ·" in client.get(f"/p/{petition.slug}").text
         time.sleep(0.4)
         assert "<strong>2</strong> signatures" in client.get(f"/p/{petition.slug}").text
         assert service.signature_count(petition) == 2  # the staff side always counts exactly
@@ -494,7 +494,7 @@ def test_signer_sees_their_signature_counted_at_once(app, client):
     """A signature through the form bumps the cached count: thank-you page and next view include it."""
     petition = factories.make_petition()
     factories.make_signature(petition, factories.make_supporter())
-    assert "<strong>1</strong> signatures" in client.get(f"/p/{petition.slug}").text
+    assert "<strong>1</strong> signature ·" in client.get(f"/p/{petition.slug}").text
     response = sign(client, petition)
     assert "<strong>2</strong> people have signed so far" in response.text
     assert "<strong>2</strong> signatures" in client.get(f"/p/{petition.slug}").text
@@ -511,7 +511,7 @@ def test_count_without_redis_is_exact(app, client, monkeypatch):
     monkeypatch.setattr(service, "get_redis", lambda: Broken())
     petition = factories.make_petition()
     factories.make_signature(petition, factories.make_supporter())
-    assert "<strong>1</strong> signatures" in client.get(f"/p/{petition.slug}").text
+    assert "<strong>1</strong> signature ·" in client.get(f"/p/{petition.slug}").text
     assert "<strong>2</strong> people have signed" in sign(client, petition).text
 
 
@@ -679,3 +679,49 @@ def test_quick_signature_data_takes_an_ordinary_signature(app):
     assert data is not None and data["email"] == "ada@example.net" and data["country"] == "GB"
     assert data["consent"] is False and data["wording_version"] == "1"
 
+
+
+def test_over_long_name_is_refused_with_the_imports_words(app, client):
+    """A 101-character first name is refused beside the field (the import's reason), never cut; no maxlength."""
+    petition = factories.make_petition()
+    page = client.get(f"/p/{petition.slug}").text
+    assert "maxlength" not in page  # a browser would cut a paste short without a word
+    response = sign(client, petition, first_name="A" * 101)
+    assert response.status_code == 400
+    assert "First name longer than 100 characters." in response.text
+    assert count(Supporter) == 0 and count(Signature) == 0
+
+
+def test_country_is_a_select_by_name_starting_on_the_organisations(make_app):
+    """Every ISO 3166 country by name, stored as its code; the organisation's country is preselected."""
+    app = make_app(ORG_COUNTRY="FR")
+    with app.app_context():
+        petition = factories.make_petition()
+        client = app.test_client()
+        page = client.get(f"/p/{petition.slug}").text
+        assert '<select id="country" name="country" autocomplete="country">' in page
+        assert '<option value="FR" selected>France</option>' in page
+        assert '<option value="CI">Côte d&#39;Ivoire</option>' in page and page.count("<option value=") == 250
+        sign(client, petition, country="DE")
+        assert db.session.scalar(db.select(Supporter.country)) == "DE"
+        refused = sign(client, petition, email="b@example.net", country="XX")
+        assert refused.status_code == 400 and "Choose your country from the list." in refused.text
+
+
+def test_petition_text_comes_before_the_form(app, client):
+    """The petition's first paragraph, then "Read more" with the rest, then the form."""
+    petition = factories.make_petition(body="Why this matters.\n\nMore detail here.\n\n- a list")
+    page = client.get(f"/p/{petition.slug}").text
+    lead, more, form = page.index("Why this matters."), page.index("<summary>Read more</summary>"), \
+        page.index('<form class="sign"')
+    assert lead < more < page.index("More detail here.") < form
+
+
+def test_counts_use_plural_forms(app, client):
+    """One signature is "1 signature" and "1 person has signed"; two are plural."""
+    petition = factories.make_petition()
+    first = sign(client, petition)
+    assert "<strong>1</strong> person has signed so far." in first.text
+    assert "<strong>1</strong> signature ·" in client.get(f"/p/{petition.slug}").text
+    second = sign(client, petition, email="two@example.net")
+    assert "<strong>2</strong> people have signed so far." in second.text

@@ -485,3 +485,24 @@ def test_list_queries_are_planned_for_their_values_on_postgresql(people):
         assert db.session.execute(db.text("SHOW plan_cache_mode")).scalar() == "force_custom_plan"
         db.session.commit()
     assert db.session.execute(db.text("SHOW plan_cache_mode")).scalar() == "auto"  # SET LOCAL: this transaction only
+
+
+def test_profile_edit_reports_every_problem_and_never_cuts(app, client_as):
+    """A taken address, an unknown country and an over-long name come back together; nothing is saved or cut."""
+    factories.make_supporter(email="taken@example.org")
+    person = factories.make_supporter(email="me@example.org", first_name="Me")
+    response = client_as("organizer").post(f"/supporters/{person.id}/edit", data={
+        "email": "taken@example.org", "first_name": "N" * 101, "last_name": "", "postal_code": "", "country": "XX"})
+    assert response.status_code == 400
+    page = response.text
+    assert "Another supporter already has this email address." in page
+    assert "First name longer than 100 characters." in page and "Choose a country from the list." in page
+    db.session.expire_all()
+    assert (person.email, person.first_name, person.country) == ("me@example.org", "Me", "")
+    ok = client_as("organizer").post(f"/supporters/{person.id}/edit", data={
+        "email": "me@example.org", "first_name": "Mé", "last_name": "", "postal_code": "", "country": "FR"})
+    assert ok.status_code == 302
+    db.session.expire_all()
+    assert person.country == "FR"
+    assert "<option selected value=\"FR\">France</option>" in client_as("organizer").get(
+        f"/supporters/{person.id}/edit").text

@@ -14,7 +14,7 @@ import_group = AppGroup("import", help="Import data from files.")
 @click.option("--petition-wording", is_flag=True,
               help="Record the petition's consent wording for opted-in rows.")
 @click.option("--tag", "tags", multiple=True, help="Tag to add (repeatable; created if missing).")
-@click.option("--consent-column", help="Column whose yes/true/1/y/x marks an opted-in row.")
+@click.option("--consent-column", help="Column whose yes (yes, y, true, 1, x, oui, ja, sí...) marks an opted-in row.")
 @click.option("--map", "maps", multiple=True, metavar="COL=field",
               help="Map a column to a field (email, first_name, last_name, postal_code, country, "
                    "consent, comment, signed_at, ignore); overrides the header guesses.")
@@ -22,6 +22,7 @@ def import_supporters(file: str, petition_slug: str | None, petition_wording: bo
                       consent_column: str | None, maps: tuple[str, ...]) -> None:
     """Import supporters from a CSV or XLSX file, printing the counts and the rejected-rows file."""
     from crm.extensions import db
+    from crm.filters import count_of
     from crm.imports import service
     from crm.imports.engine import file_info, run_import
     from crm.models import Petition
@@ -72,4 +73,8 @@ def import_supporters(file: str, petition_slug: str | None, petition_wording: bo
             raise click.ClickException(f"Import failed: {exc}") from None
     click.echo(f"{job.total_rows} rows: {job.created_count} created, {job.updated_count} updated, "
                f"{job.unchanged_count} unchanged, {job.rejected_count} rejected")
+    if job.consent_unrecognised_count:
+        values = ", ".join(f"{v!r} ({n})" for v, n in job.consent_unrecognised_values.items())
+        click.echo(f"{count_of(job.consent_unrecognised_count, 'row', 'rows')} kept without recording consent "
+                   f"(neither yes nor no): {values}")
     click.echo(f"Rejected rows: {job.rejected_path}")

@@ -18,7 +18,7 @@ import csv
 import io
 import queue
 import threading
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import closing
@@ -36,14 +36,52 @@ from crm.imports import queries as q
 from crm.imports import reader
 from crm.imports.reader import Chunk, FileInfo, count_rows, iter_column_chunks
 from crm.imports.rows import Accepted, Judged, RowChecker, email_hash
-from crm.models import ConsentWording, ImportJob, Petition, Tag, utcnow
+from crm.models import ImportJob, Petition, Tag, utcnow
 
 SUPPRESSION_BATCH = 1000
 # Chunks written at once on PostgreSQL, each on its own connection (bench_import, 1M rows, two
 # cores: 32-34 s with one writer, 20-22 s with two; three were no faster and held one more
 # chunk in memory).
 PG_WRITERS = 2
-COUNTERS = ("created_count", "updated_count", "unchanged_count", "rejected_count", "processed_rows")
+COUNTERS = ("created_count", "updated_count", "unchanged_count", "rejected_count", "consent_unrecognised_count",
+            "processed_rows")
+# Distinct unrecognised consent values an import remembers (with their row counts) to show staff.
+UNRECOGNISED_VALUES_KEPT = 50
+
+
+@dataclass(frozen=True)
+class ConsentEvidence:
+    """What an opted-in row's consent event says: the reason around the row's own value, and the wording.
+
+    An import's consent was given somewhere else -- on paper, another site, a stall -- so the
+    event says exactly that: the file asserts it, in this column, with this value. A petition's
+    wording, when staff choose to record it, is labelled as what the organisation says the
+    person was shown; it is never linked to a version of our own form, so it can never read as
+    if the person had ticked the box there (someone who declined that very box on our form
+    would otherwise appear to have agreed to the words they declined).
+    """
+
+    reason_before: str
+    reason_after: str
+    wording: str
+
+    def reason(self, value: str) -> str:
+        return f"{self.reason_before}{value}{self.reason_after}"
+
+
+def consent_evidence(job: ImportJob, petition: Petition | None) -> ConsentEvidence:
+    """The consent event text for an opted-in row of this import (petition: the one chosen, if any)."""
+    column = next((c for c, f in job.mapping.items() if f == "consent"), "")
+    before = (f"Consent asserted by the imported file “{job.filename}”, column “{column[:100]}”, "
+              f"value “")
+    after = "”; not given on a form of this system."
+    wording = ""
+    if petition is not None and job.options.get("petition_wording"):
+        wording = petition.consent_wording
+        after += (f" The wording quoted is what the organisation says the person was shown: the consent "
+                  f"wording of the petition “{petition.title[:200]}” (version {petition.consent_wording_version}); "
+                  f"this system did not show it to them.")
+    return ConsentEvidence(before, after, wording)
 
 
 @dataclass
@@ -51,12 +89,14 @@ class Plan:
     """What to do with accepted rows, resolved once per run from the job's options."""
 
     source: str
+    evidence: ConsentEvidence
     petition_id: int | None = None
-    wording: str = ""
-    wording_version: int | None = None
-    wording_id: int | None = None
     tag_ids: list[int] = field(default_factory=list)
     rerun: bool = False
+
+    def consent_params(self) -> dict:
+        return {"wording": self.evidence.wording, "reason_before": self.evidence.reason_before,
+                "reason_after": self.evidence.reason_after}
 
 
 def file_info(job: ImportJob) -> FileInfo:
@@ -74,18 +114,16 @@ def parse_tags(text: str) -> list[str]:
     return names
 
 
+def job_petition(job: ImportJob) -> Petition | None:
+    petition_id = job.options.get("petition_id")
+    return db.session.get(Petition, petition_id) if petition_id else None
+
+
 def make_plan(job: ImportJob, rerun: bool) -> Plan:
     options = job.options
-    plan = Plan(source=f"import:{job.id}", rerun=rerun,
-                wording=f"Imported with consent from {job.filename}")
-    petition = db.session.get(Petition, options["petition_id"]) if options.get("petition_id") else None
-    if petition is not None:
-        plan.petition_id = petition.id
-        if options.get("petition_wording"):
-            plan.wording = petition.consent_wording
-            plan.wording_version = petition.consent_wording_version
-            plan.wording_id = db.session.scalar(db.select(ConsentWording.id).filter_by(
-                petition_id=petition.id, version=petition.consent_wording_version))
+    petition = job_petition(job)
+    plan = Plan(source=f"import:{job.id}", rerun=rerun, evidence=consent_evidence(job, petition),
+                petition_id=petition.id if petition is not None else None)
     names = parse_tags(options.get("tags", ""))
     if names:
         now = _db_time(db.session.connection(), utcnow())
@@ -164,16 +202,13 @@ def apply_chunk(conn: Connection, accepted: Accepted, plan: Plan, payload=None) 
     params = {"source": plan.source, "now": now}
     if _is_pg(conn):
         created, updated, previously = _upsert_pg(conn, {
-            **params, "wording": plan.wording, "wording_version": plan.wording_version,
-            "wording_id": plan.wording_id, "petition_id": plan.petition_id, "tag_ids": plan.tag_ids})
+            **params, **plan.consent_params(), "petition_id": plan.petition_id, "tag_ids": plan.tag_ids})
         created += previously
         return created, updated, len(accepted) - created - updated
     previously = conn.scalar(q.PREVIOUSLY_CREATED, params) if plan.rerun else 0
     updated = conn.execute(q.UPDATE_EXISTING, params).rowcount
     created = conn.execute(q.INSERT_NEW, params).rowcount + previously
-    conn.execute(q.INSERT_CONSENT_EVENTS, {
-        **params, "wording": plan.wording, "wording_version": plan.wording_version,
-        "wording_id": plan.wording_id})
+    conn.execute(q.INSERT_CONSENT_EVENTS, {**params, **plan.consent_params()})
     conn.execute(q.SUBSCRIBE_OPTED_IN, params)
     if plan.petition_id is not None:
         conn.execute(q.INSERT_SIGNATURES, {**params, "petition_id": plan.petition_id})
@@ -226,10 +261,18 @@ class Prepared:
 
 @dataclass
 class Written:
-    """What writing a chunk did: counts per COUNTERS, and the rows it rejected as suppressed."""
+    """What writing a chunk did: counts per COUNTERS, the rows it rejected as suppressed, and the
+    unrecognised consent values of the rows it kept (value -> rows)."""
 
     counts: dict[str, int]
     suppressed: list[tuple[list[str], str]]
+    unrecognised: Counter = field(default_factory=Counter)
+
+
+def unrecognised_values(accepted: Accepted) -> Counter:
+    """The consent values of kept rows that mean neither yes nor no, with how many rows hold each."""
+    flags = accepted.columns.get("consent_unrecognised") or ()
+    return Counter(value for value, flag in zip(accepted.columns["consent_value"], flags, strict=False) if flag)
 
 
 def prefetch(info: FileInfo, path: str, checker: RowChecker, format_payload: Callable[[dict[str, list]], object],
@@ -280,10 +323,12 @@ def write_chunk(conn: Connection, prepared: Prepared, plan: Plan, job_id: int) -
     """Write one chunk and add its counts to the job's progress, in conn's transaction (not committed)."""
     judged, changed = drop_suppressed(conn, prepared.chunk, prepared.judged)
     created, updated, unchanged = apply_chunk(conn, judged.accepted, plan, None if changed else prepared.payload)
+    unrecognised = unrecognised_values(judged.accepted)
     counts = {"created_count": created, "updated_count": updated, "unchanged_count": unchanged,
-              "rejected_count": len(judged.rejected), "processed_rows": prepared.chunk.size}
+              "rejected_count": len(judged.rejected), "consent_unrecognised_count": sum(unrecognised.values()),
+              "processed_rows": prepared.chunk.size}
     conn.execute(q.RECORD_PROGRESS, {"id": job_id, **counts})
-    return Written(counts, judged.rejected[len(prepared.judged.rejected):])
+    return Written(counts, judged.rejected[len(prepared.judged.rejected):], unrecognised)
 
 
 def write_serially(chunks: Iterator[Prepared], plan: Plan, job_id: int) -> Iterator[tuple[str, Written]]:
@@ -360,7 +405,8 @@ def run_import(job: ImportJob, progress: Callable[[ImportJob], None] | None = No
         job.started_at = utcnow()
         job.error = ""
         job.processed_rows = job.created_count = job.updated_count = 0
-        job.unchanged_count = job.rejected_count = 0
+        job.unchanged_count = job.rejected_count = job.consent_unrecognised_count = 0
+        job.consent_unrecognised_values = {}
         job.total_rows = count_rows(job.stored_path, info)
         rejected_path = rejected_path_for(job)
         job.rejected_path = str(rejected_path)
@@ -377,6 +423,7 @@ def run_import(job: ImportJob, progress: Callable[[ImportJob], None] | None = No
 
         report()
         totals = dict.fromkeys(COUNTERS, 0)
+        unrecognised: Counter = Counter()
         total_rows = job.total_rows
         chunks = prefetch(info, job.stored_path, checker, q.copy_text if is_pg else q.sqlite_rows)
         written_chunks = write_in_parallel(chunks, plan, job.id, PG_WRITERS) if is_pg \
@@ -395,10 +442,12 @@ def run_import(job: ImportJob, progress: Callable[[ImportJob], None] | None = No
                 for name, count in written.counts.items():
                     totals[name] += count
                     set_committed_value(job, name, totals[name])
+                unrecognised.update(written.unrecognised)
                 total_rows = max(total_rows, totals["processed_rows"])
                 set_committed_value(job, "total_rows", total_rows)
                 report()
         job.total_rows = job.processed_rows
+        job.consent_unrecognised_values = dict(unrecognised.most_common(UNRECOGNISED_VALUES_KEPT))
         job.status = "done"
         job.finished_at = utcnow()
         db.session.commit()

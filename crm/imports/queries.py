@@ -19,7 +19,7 @@ from datetime import datetime
 from sqlalchemy import bindparam, text
 
 STAGE_COLUMNS = ("email", "first_name", "last_name", "postal_code", "country", "consent", "comment",
-                 "signed_at")
+                 "signed_at", "consent_value")
 
 # ON COMMIT DELETE ROWS: each chunk runs in its own transaction, so the table is empty again
 # when the next chunk starts, on whichever pooled connection that is.
@@ -27,7 +27,7 @@ CREATE_STAGE_PG = """
 CREATE TEMP TABLE IF NOT EXISTS import_stage (
     email text NOT NULL, first_name text NOT NULL, last_name text NOT NULL,
     postal_code text NOT NULL, country text NOT NULL, consent boolean NOT NULL,
-    comment text NOT NULL, signed_at timestamptz
+    comment text NOT NULL, signed_at timestamptz, consent_value text NOT NULL
 ) ON COMMIT DELETE ROWS
 """
 # Settings for this chunk's transaction only (set_config(..., true) is SET LOCAL):
@@ -48,7 +48,7 @@ CREATE_STAGE_SQLITE = """
 CREATE TEMP TABLE IF NOT EXISTS import_stage (
     email TEXT PRIMARY KEY, first_name TEXT NOT NULL, last_name TEXT NOT NULL,
     postal_code TEXT NOT NULL, country TEXT NOT NULL, consent INTEGER NOT NULL,
-    comment TEXT NOT NULL, signed_at TEXT
+    comment TEXT NOT NULL, signed_at TEXT, consent_value TEXT NOT NULL
 )
 """
 CLEAR_STAGE_SQLITE = "DELETE FROM import_stage"
@@ -107,14 +107,17 @@ FROM import_stage WHERE true
 ON CONFLICT (email) DO NOTHING
 """)
 
-# Proof of consent for opted-in rows, appended exactly as record_consent() would (opt_in,
-# source import:<id>, the wording), but only for supporters who are never_subscribed: an
-# unsubscribed, bouncing or complained supporter is never resubscribed by an import, and an
-# already subscribed one keeps the proof they have. A re-run finds them subscribed: no duplicate.
+# Proof of consent for opted-in rows, appended as record_consent() would (opt_in, source
+# import:<id>), but only for supporters who are never_subscribed: an unsubscribed, bouncing or
+# complained supporter is never resubscribed by an import, and an already subscribed one keeps
+# the proof they have. A re-run finds them subscribed: no duplicate. The event says what the
+# consent rests on -- the file, its column and the value found in this row (reason) -- and the
+# wording only as what the organisation says was shown; it never points at a version of our
+# own form (wording_version and wording_id stay NULL): see crm.imports.engine.consent_evidence.
 INSERT_CONSENT_EVENTS = text("""
 INSERT INTO consent_event (supporter_id, action, source, wording, wording_version, wording_id,
                            reason, created_at)
-SELECT s.id, 'opt_in', :source, :wording, :wording_version, :wording_id, '', :now
+SELECT s.id, 'opt_in', :source, :wording, NULL, NULL, :reason_before || st.consent_value || :reason_after, :now
 FROM import_stage AS st JOIN supporter AS s ON s.email = st.email
 WHERE st.consent AND s.email_status = 'never_subscribed'
 """)
@@ -214,11 +217,13 @@ created AS (
 opted_in AS (
     INSERT INTO consent_event (supporter_id, action, source, wording, wording_version, wording_id,
                                reason, created_at)
-    SELECT t.id, 'opt_in', CAST(:source AS text), CAST(:wording AS text),
-           CAST(:wording_version AS integer), CAST(:wording_id AS integer), '', CAST(:now AS timestamptz)
-    FROM (SELECT id FROM created WHERE email_status = 'subscribed'
+    SELECT t.id, 'opt_in', CAST(:source AS text), CAST(:wording AS text), NULL, NULL,
+           CAST(:reason_before AS text) || st.consent_value || CAST(:reason_after AS text),
+           CAST(:now AS timestamptz)
+    FROM (SELECT id, email FROM created WHERE email_status = 'subscribed'
           UNION ALL
-          SELECT id FROM existing WHERE consent AND email_status = 'never_subscribed') AS t
+          SELECT id, email FROM existing WHERE consent AND email_status = 'never_subscribed') AS t
+    JOIN import_stage AS st ON st.email = t.email
 ),
 signed AS (
     INSERT INTO signature (petition_id, supporter_id, comment, source, created_at)
@@ -268,6 +273,7 @@ def copy_text(columns: dict[str, list]) -> str:
     parts.append(list(map({True: "t", False: "f"}.__getitem__, columns["consent"])))
     parts.append(_copy_escaped(columns["comment"]))
     parts.append(list(map(signed.__getitem__, columns["signed_at"])))
+    parts.append(_copy_escaped(columns["consent_value"]))
     return "\n".join(map("\t".join, zip(*parts, strict=True))) + "\n"
 
 
@@ -275,7 +281,8 @@ def sqlite_rows(columns: dict[str, list]) -> list[tuple]:
     """Accepted rows (STAGE_COLUMNS, column by column) as parameter tuples for INSERT_STAGE_SQLITE."""
     signed = {v: sqlite_time(v) for v in set(columns["signed_at"])}
     return list(zip(*(columns[name] for name in STAGE_COLUMNS[:5]), map(int, columns["consent"]),
-                    columns["comment"], map(signed.__getitem__, columns["signed_at"]), strict=True))
+                    columns["comment"], map(signed.__getitem__, columns["signed_at"]), columns["consent_value"],
+                    strict=True))
 
 
 # A chunk's counts, added to its import's progress in the chunk's own transaction: the rows
@@ -288,6 +295,7 @@ UPDATE import_job SET
     updated_count = updated_count + :updated_count,
     unchanged_count = unchanged_count + :unchanged_count,
     rejected_count = rejected_count + :rejected_count,
+    consent_unrecognised_count = consent_unrecognised_count + :consent_unrecognised_count,
     processed_rows = processed_rows + :processed_rows,
     total_rows = CASE WHEN total_rows > processed_rows + :processed_rows THEN total_rows
                       ELSE processed_rows + :processed_rows END

@@ -15,8 +15,10 @@ from datetime import UTC, datetime
 
 import email_validator
 
+from crm.countries import country_code
 from crm.emails import InvalidEmail, normalise_email
 from crm.imports.reader import Chunk
+from crm.supporters.fields import PROFILE_LIMITS, too_long
 
 FIELDS = {
     "email": "Email (required)",
@@ -24,13 +26,32 @@ FIELDS = {
     "last_name": "Last name",
     "postal_code": "Postal code",
     "country": "Country (two-letter code)",
-    "consent": "Consent (yes/true/1/y/x = opted in)",
+    "consent": "Consent (yes / no, in common languages)",
     "comment": "Comment (on the signature)",
     "signed_at": "Signed at (date)",
     "ignore": "Ignore this column",
 }
-MAX_LENGTHS = {"first_name": 100, "last_name": 100, "postal_code": 20}
-OPTED_IN = frozenset({"yes", "y", "true", "t", "1", "x", "on", "opt-in", "opted in", "subscribed"})
+MAX_LENGTHS = PROFILE_LIMITS
+
+# What a consent column may say, in the languages of the organisations that use this: English,
+# French, German, Spanish, Catalan, Italian, Portuguese, Dutch, the Nordic languages, Polish,
+# Czech, Slovak, Hungarian, Romanian, Greek, Turkish, Russian, Ukrainian, Arabic, Hebrew, Farsi,
+# Welsh and Irish. Compared case-folded, accents kept ("si" and "sí" are both listed). Any other
+# value is neither: the row is kept, its consent is not recorded, and the import says so.
+OPTED_IN = frozenset({
+    "yes", "y", "true", "t", "1", "x", "✓", "✔", "on", "opt-in", "opt in", "optin", "opted in", "opted-in",
+    "subscribed", "subscribe", "agreed", "agree", "consented", "consent", "ok",
+    "oui", "vrai", "ja", "wahr", "sí", "si", "verdadero", "cierto", "vero", "sì", "sim", "verdadeiro",
+    "waar", "sant", "tak", "ano", "áno", "igen", "da", "ναι", "evet", "да", "так", "نعم", "כן", "بله",
+    "ie", "do", "tá", "kyllä", "kylla", "já", "jah", "taip", "jā",
+})
+OPTED_OUT = frozenset({
+    "no", "n", "false", "f", "0", "off", "opt-out", "opt out", "optout", "opted out", "opted-out",
+    "unsubscribed", "declined", "none", "-", "✗", "✘",
+    "non", "faux", "nein", "falsch", "falso", "não", "nao", "nee", "onwaar", "nej", "nei", "usant", "falsk",
+    "nie", "ne", "nem", "nu", "όχι", "οχι", "hayır", "hayir", "нет", "ні", "لا", "לא", "نه",
+    "na", "naddo", "níl", "ei", "nē",
+})
 
 # Normalised header -> field. Headers are lower-cased with spaces, dashes and underscores removed.
 HEADER_GUESSES = {
@@ -45,17 +66,6 @@ HEADER_GUESSES = {
     "comment": "comment", "comments": "comment", "message": "comment", "note": "comment",
     "signedat": "signed_at", "signed": "signed_at", "signedon": "signed_at", "date": "signed_at",
     "signaturedate": "signed_at", "datesigned": "signed_at", "createdat": "signed_at",
-}
-
-# Common country names staff files carry instead of ISO codes.
-COUNTRY_NAMES = {
-    "united kingdom": "GB", "uk": "GB", "great britain": "GB", "england": "GB", "scotland": "GB",
-    "wales": "GB", "northern ireland": "GB", "ireland": "IE", "united states": "US", "usa": "US",
-    "united states of america": "US", "germany": "DE", "deutschland": "DE", "france": "FR",
-    "spain": "ES", "españa": "ES", "italy": "IT", "italia": "IT", "netherlands": "NL",
-    "belgium": "BE", "portugal": "PT", "austria": "AT", "switzerland": "CH", "sweden": "SE",
-    "norway": "NO", "denmark": "DK", "finland": "FI", "poland": "PL", "greece": "GR",
-    "canada": "CA", "australia": "AU", "new zealand": "NZ",
 }
 
 # The fast path: a plain ASCII address whose normalised form email-validator would return
@@ -162,17 +172,35 @@ def parse_date(text: str) -> datetime:
 
 
 def parse_country(text: str) -> str:
-    text = text.strip()
-    if len(text) == 2 and text.isalpha() and text.isascii():
-        return text.upper()
-    code = COUNTRY_NAMES.get(text.lower())
+    """An ISO 3166-1 code from a code or a country's name (pycountry's list, and common aliases)."""
+    code = country_code(text)
     if code is None:
-        raise ValueError(f"unknown country {text!r} (use a two-letter code such as GB)")
+        raise ValueError(f"unknown country {text.strip()!r} (use a two-letter code such as GB, or the country's name)")
     return code
 
 
-# The staging table's columns, in order: text, except consent (bool) and signed_at (datetime or None).
-STAGED_FIELDS = ("email", "first_name", "last_name", "postal_code", "country", "consent", "comment", "signed_at")
+CONSENT_VALUE_MAX = 40  # the value quoted in a consent event (every recognised value is shorter)
+
+
+def consent_meaning(text: str) -> bool | None:
+    """True for a yes, False for a no or a blank cell, None for a value that is neither."""
+    key = " ".join(text.split()).casefold().strip(".!")
+    if not key or key in OPTED_OUT:
+        return False
+    if key in OPTED_IN:
+        return True
+    return None
+
+
+def unrecognised_consent(text: str) -> str:
+    """The note a kept row gets when its consent value means neither yes nor no."""
+    return f"consent not recorded: “{text.strip()[:CONSENT_VALUE_MAX]}” is not a yes or a no"
+
+
+# The staging table's columns, in order: text, except consent (bool) and signed_at (datetime or
+# None). consent_value is the cell as the file has it (trimmed), quoted in the consent event.
+STAGED_FIELDS = ("email", "first_name", "last_name", "postal_code", "country", "consent", "comment", "signed_at",
+                 "consent_value")
 DUPLICATE = "duplicate within the file"
 
 
@@ -278,7 +306,7 @@ class RowChecker:
                 column = [v.replace("\r\n", "\n").replace("\r", "\n") if "\r" in v else v for v in column]
             limit = MAX_LENGTHS.get(name)
             if limit and max(map(len, column), default=0) > limit:
-                reason = f"{name.replace('_', ' ')} longer than {limit} characters"
+                reason = too_long(name, limit)
                 for p, value in enumerate(column):
                     if len(value) > limit:
                         problems.setdefault(p, reason)
@@ -296,8 +324,13 @@ class RowChecker:
         i = index.get("consent")
         if i is None:
             values["consent"] = [False] * n
+            values["consent_value"] = [""] * n
+            values["consent_unrecognised"] = [False] * n
         else:
-            values["consent"] = _lookup(columns[i], lambda text: text.strip().lower() in OPTED_IN)[0]
+            meanings = _lookup(columns[i], consent_meaning)[0]
+            values["consent"] = [m is True for m in meanings]
+            values["consent_value"] = [v.strip()[:CONSENT_VALUE_MAX] for v in columns[i]]
+            values["consent_unrecognised"] = [m is None for m in meanings]
 
         seen = self.seen
         positions: list[int] = []
@@ -315,8 +348,9 @@ class RowChecker:
                 continue
             rejected.append((chunk.row(p), reason))
         values["email"] = emails
+        kept = (*STAGED_FIELDS, "consent_unrecognised")
         if len(positions) == n:
-            accepted = Accepted(positions, {k: values[k] for k in STAGED_FIELDS})
+            accepted = Accepted(positions, {k: values[k] for k in kept})
         else:
-            accepted = Accepted(positions, {k: _pick(values[k], positions) for k in STAGED_FIELDS})
+            accepted = Accepted(positions, {k: _pick(values[k], positions) for k in kept})
         return Judged(accepted, rejected)

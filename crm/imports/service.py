@@ -10,14 +10,15 @@ from flask import current_app
 from werkzeug.utils import secure_filename
 
 from crm.extensions import db
-from crm.imports.engine import file_info, judge_chunk, parse_tags
+from crm.imports.engine import consent_evidence, file_info, job_petition, judge_chunk, parse_tags
 from crm.imports.reader import UnreadableFile, file_format, iter_chunks, sniff
-from crm.imports.rows import FIELDS, RowChecker, guess_mapping
+from crm.imports.rows import FIELDS, RowChecker, consent_meaning, guess_mapping, unrecognised_consent
 from crm.models import ImportJob, Petition
 
 PREVIEW_ROWS = 20
 CONSENT_TREATMENTS = {
-    "column": "Use the consent column: rows marked yes/true/1/y/x are opted in, the rest never subscribed",
+    "column": "Use the consent column: rows saying yes (yes, y, true, 1, x, oui, ja, sí, sim, tak...) are opted in, "
+              "the rest never subscribed",
     "none": "Ignore consent: import everyone as never subscribed",
 }
 
@@ -104,7 +105,8 @@ def configure(job: ImportJob, mapping: dict[str, str], *, petition_id: int | Non
 class PreviewRow:
     number: int
     values: dict[str, str]
-    problem: str
+    problem: str  # why the row would be rejected
+    note: str = ""  # what a kept row would not get (consent, when its value is neither yes nor no)
 
 
 def preview(job: ImportJob, limit: int = PREVIEW_ROWS) -> list[PreviewRow]:
@@ -115,8 +117,30 @@ def preview(job: ImportJob, limit: int = PREVIEW_ROWS) -> list[PreviewRow]:
     problems = {id(row): reason for row, reason in judge_chunk(checker, rows).rejected}
     shown = [(c, f) for c, f in job.mapping.items() if f != "ignore"]
     index = {c: i for i, c in enumerate(info.header)}
-    return [PreviewRow(n, {f: row[index[c]] for c, f in shown}, problems.get(id(row), ""))
-            for n, row in enumerate(rows, start=1)]
+    consent_at = checker.index.get("consent")
+    out = []
+    for n, row in enumerate(rows, start=1):
+        note = ""
+        if consent_at is not None and consent_meaning(row[consent_at]) is None:
+            note = unrecognised_consent(row[consent_at])
+        out.append(PreviewRow(n, {f: row[index[c]] for c, f in shown}, problems.get(id(row), ""), note))
+    return out
+
+
+@dataclass
+class ConsentPlan:
+    """What the map screen says an import will record as consent, before it runs."""
+
+    uses_column: bool
+    example_reason: str
+    wording: str
+
+
+def consent_plan(job: ImportJob) -> ConsentPlan:
+    """The consent event an opted-in row of this import gets (its reason shown for the value "yes")."""
+    evidence = consent_evidence(job, job_petition(job))
+    uses_column = job.options.get("consent", "column") == "column" and "consent" in job.mapping.values()
+    return ConsentPlan(uses_column, evidence.reason("yes"), evidence.wording)
 
 
 def queue_import(job: ImportJob) -> None:

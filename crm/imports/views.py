@@ -88,7 +88,7 @@ def mapping(import_id: int):
         except (service.UnreadableFile, OSError) as exc:  # e.g. the stored file was removed
             error, status = f"The file can no longer be read: {exc}", 400
     return render_template("imports/map.html", job=job, header=header, mapping=mapping, fields=FIELDS,
-                           form=form, rows=rows, error=error), status
+                           form=form, rows=rows, error=error, consent=service.consent_plan(job)), status
 
 
 @bp.route("/<int:import_id>")

@@ -21,6 +21,7 @@ from crm.models.petitions import (
     Signature,
 )
 from crm.models.segments import Segment
+from crm.models.settings import OrgSettings
 from crm.models.staff import ROLES, AuditLog, StaffUser
 from crm.models.supporters import (
     CONSENT_ACTIONS,
@@ -39,5 +40,5 @@ __all__ = [
     "ConsentEvent", "Supporter", "Tag", "supporter_tag", "ConsentWording", "Suppression",
     "IMPORT_STATUSES", "ImportJob", "Segment", "CAMPAIGN_STATUSES", "EDITABLE_STATUSES",
     "ENGAGEMENT_KINDS", "MESSAGE_STATUSES", "Campaign", "EmailTemplate", "EngagementEvent", "Message",
-    "SenderIdentity",
+    "SenderIdentity", "OrgSettings",
 ]

@@ -28,6 +28,10 @@ class ImportJob(Base):
     updated_count: Mapped[int] = mapped_column(default=0)
     unchanged_count: Mapped[int] = mapped_column(default=0)
     rejected_count: Mapped[int] = mapped_column(default=0)
+    # Kept rows whose consent value meant neither yes nor no (not recorded as consent), and
+    # those values with their row counts, for the import's page.
+    consent_unrecognised_count: Mapped[int] = mapped_column(default=0, server_default="0")
+    consent_unrecognised_values: Mapped[dict[str, int]] = mapped_column(JSON, default=dict, server_default="{}")
     rejected_path: Mapped[str | None] = mapped_column(String(500))
     error: Mapped[str] = mapped_column(Text, default="")
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff_user.id"))

@@ -25,7 +25,7 @@ from sqlalchemy import and_, case
 from sqlalchemy.exc import IntegrityError
 
 from crm.extensions import db
-from crm.models import CONSENT_MODES, ConsentWording, Petition, Signature, Supporter, utcnow
+from crm.models import CONSENT_MODES, ConsentEvent, ConsentWording, Petition, Signature, Supporter, utcnow
 from crm.redis_conn import get_redis
 from crm.urls import is_safe_next
 
@@ -62,7 +62,9 @@ class PetitionInvalid(ValueError):
 
 
 def default_wording() -> str:
-    return DEFAULT_WORDING.format(org=current_app.config["ORG_NAME"])
+    from crm.settings import org
+
+    return DEFAULT_WORDING.format(org=org.current().name)
 
 
 # ---- validation ---------------------------------------------------------------------------
@@ -150,6 +152,16 @@ def render_markdown(text: str) -> Markup:
     return _render_markdown_cached(text)
 
 
+def render_markdown_lead(text: str) -> tuple[Markup, Markup]:
+    """The petition text as (its first paragraph, the rest): a phone shows the lead, then the
+    form, with the rest behind "Read more". A text that does not open with a paragraph is all lead."""
+    html = str(render_markdown(text))
+    if html.startswith("<p>") and "</p>" in html:
+        end = html.index("</p>") + len("</p>")
+        return Markup(html[:end]), Markup(html[end:].strip())
+    return Markup(html), Markup("")
+
+
 @lru_cache(maxsize=128)
 def _render_markdown_cached(text: str) -> Markup:
     """The render, memoised per process on the Markdown text itself.
@@ -208,15 +220,25 @@ def wording_history(petition: Petition) -> list[ConsentWording]:
 
 # ---- create / edit / status ------------------------------------------------------------------
 
+def _normalised(data: dict) -> dict:
+    data = {k: data[k] for k in FIELDS if k in data}
+    for key in ("slug", "title", "addressed_to", "redirect_url", "consent_wording"):
+        if isinstance(data.get(key), str):
+            data[key] = data[key].strip()
+    return data
+
+
+def problems(data: dict, petition: Petition | None = None) -> dict[str, str]:
+    """Every rule `data` breaks, as save_petition would judge it (nothing is written)."""
+    return validate(_normalised(data), petition)
+
+
 def save_petition(data: dict, petition: Petition | None = None) -> Petition:
     """Create or update a petition from `data` and commit; a wording change adds a version.
 
     Raises PetitionInvalid with field messages; nothing is written then.
     """
-    data = {k: data[k] for k in FIELDS if k in data}
-    for key in ("slug", "title", "addressed_to", "redirect_url", "consent_wording"):
-        if isinstance(data.get(key), str):
-            data[key] = data[key].strip()
+    data = _normalised(data)
     if errors := validate(data, petition):
         raise PetitionInvalid(errors)
     try:
@@ -271,14 +293,65 @@ def change_status(petition: Petition, action: str) -> None:
 # ---- report ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class PetitionStats:
+class ConsentFigures:
+    """How a petition's signers stand on updates, two different questions:
+
+    - opt_in_rate: of the signatures made on our forms (imports excluded: their signers never
+      saw the form), the share that agreed to updates when signing -- a consent event with one
+      of this petition's wording versions. It never falls afterwards.
+    - subscribed_share: of all signers, the share subscribed now. It falls as people
+      unsubscribe (or bounce), and rises when they join by another door.
+    """
+
     signatures: int
-    subscribed_signers: int
-    per_day: list[tuple[date, int]]
+    subscribed_now: int
+    form_signatures: int
+    opted_in_at_signing: int
 
     @property
     def opt_in_rate(self) -> float | None:
-        return self.subscribed_signers / self.signatures if self.signatures else None
+        return self.opted_in_at_signing / self.form_signatures if self.form_signatures else None
+
+    @property
+    def subscribed_share(self) -> float | None:
+        return self.subscribed_now / self.signatures if self.signatures else None
+
+
+def consent_figures(petition_ids: list[int] | None = None) -> dict[int, ConsentFigures]:
+    """ConsentFigures per petition id (all petitions, or these), in one grouped query.
+
+    "Agreed when signing" is an EXISTS per signature on consent_event's supporter index,
+    joined to consent_wording for the petition: the signing path writes the wording id of
+    the version the signer saw, and imports never do (crm.imports.queries).
+    """
+    agreed = db.exists(db.select(1).select_from(ConsentEvent).join(ConsentWording, ConsentWording.id ==
+                                                                     ConsentEvent.wording_id)
+                       .where(ConsentEvent.supporter_id == Signature.supporter_id,
+                              ConsentWording.petition_id == Signature.petition_id,
+                              ConsentEvent.action.in_(("opt_in", "resubscribe"))))
+    from_form = db.not_(Signature.source.startswith("import:"))
+    query = (db.select(Signature.petition_id, db.func.count(Signature.id),
+                       db.func.coalesce(db.func.sum(case((Supporter.email_status == "subscribed", 1), else_=0)), 0),
+                       db.func.coalesce(db.func.sum(case((from_form, 1), else_=0)), 0),
+                       db.func.coalesce(db.func.sum(case((db.and_(from_form, agreed), 1), else_=0)), 0))
+             .outerjoin(Supporter, Signature.supporter_id == Supporter.id).group_by(Signature.petition_id))
+    if petition_ids is not None:
+        query = query.where(Signature.petition_id.in_(petition_ids))
+    return {row[0]: ConsentFigures(*(int(v) for v in row[1:])) for row in db.session.execute(query)}
+
+
+NO_SIGNATURES = ConsentFigures(0, 0, 0, 0)
+
+
+@dataclass(frozen=True)
+class PetitionStats:
+    signatures: int
+    figures: ConsentFigures
+    per_day: list[tuple[date, int]]
+
+    @property
+    def subscribed_signers(self) -> int:
+        return self.figures.subscribed_now
 
 
 def signature_counts() -> dict[int, int]:
@@ -299,17 +372,10 @@ def _count_signatures(petition_id: int) -> int:
 
 
 def petition_stats(petition: Petition, days: int = 30) -> PetitionStats:
-    """Counts for the staff page: totals in one aggregate, the daily series in one grouped query.
-
-    Both use ix_signature_petition_created; no signature rows are loaded.
+    """Counts for the staff page: consent_figures, and the daily series in one grouped query
+    (on ix_signature_petition_created); no signature rows are loaded.
     """
-    total, subscribed = db.session.execute(
-        db.select(db.func.count(Signature.id),
-                  db.func.coalesce(db.func.sum(case((Supporter.email_status == "subscribed", 1),
-                                                    else_=0)), 0))
-        .select_from(Signature).outerjoin(Supporter, Signature.supporter_id == Supporter.id)
-        .where(Signature.petition_id == petition.id)
-    ).one()
+    figures = consent_figures([petition.id]).get(petition.id, NO_SIGNATURES)
     today = utcnow().date()
     start = today - timedelta(days=days - 1)
     day = db.func.date(Signature.created_at)
@@ -323,7 +389,7 @@ def petition_stats(petition: Petition, days: int = 30) -> PetitionStats:
     by_day = {str(d)[:10]: n for d, n in rows}
     series = [(start + timedelta(days=i), by_day.get((start + timedelta(days=i)).isoformat(), 0))
               for i in range(days)]
-    return PetitionStats(signatures=int(total), subscribed_signers=int(subscribed), per_day=series)
+    return PetitionStats(signatures=figures.signatures, figures=figures, per_day=series)
 
 
 def newest_signers(petition: Petition, limit: int = 20) -> list[tuple[Signature, Supporter | None]]:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
+from markupsafe import escape
 from werkzeug.routing import BuildError
 
 from crm.auth.permissions import requires
 from crm.extensions import db
+from crm.forms import apply_errors, check_all
 from crm.models import Petition
 from crm.petitions import bp, service
 from crm.petitions.forms import PetitionForm
@@ -29,9 +31,25 @@ def _public_url(endpoint: str, petition: Petition) -> str:
     return current_app.config["BASE_URL"].rstrip("/") + url_for(endpoint, slug=petition.slug)
 
 
+def embed_snippet(embed_url: str, title: str) -> str:
+    """The HTML partners paste into their pages, every value escaped for its attribute.
+
+    Returned as plain text: the page escapes it once more to show it, so what staff copy is
+    exactly this, and a title with quotes or markup cannot add attributes or elements to a
+    partner's page.
+    """
+    return (f'<iframe src="{escape(embed_url)}" width="100%" height="720" style="border:0" '
+            f'title="{escape(title)}"></iframe>')
+
+
 @bp.app_template_filter("markdown")
 def markdown_filter(text: str):
     return service.render_markdown(text)
+
+
+@bp.app_template_filter("markdown_lead")
+def markdown_lead_filter(text: str):
+    return service.render_markdown_lead(text)
 
 
 @bp.route("/")
@@ -60,12 +78,11 @@ def edit(petition_id: int):
 
 
 def _save(form: PetitionForm, petition: Petition | None):
-    if form.validate_on_submit():
+    if request.method == "POST" and check_all(form, lambda: service.problems(form.data_for_service(), petition)):
         try:
             saved = service.save_petition(form.data_for_service(), petition)
         except service.PetitionInvalid as exc:
-            for name, message in exc.errors.items():
-                getattr(form, name).errors = [*getattr(form, name).errors, message]
+            apply_errors(form, exc.errors)
         else:
             flash("Petition saved." if petition else "Petition created as a draft.", "success")
             return redirect(url_for("petitions.show", petition_id=saved.id))
@@ -83,7 +100,7 @@ def show(petition_id: int):
         peak=max((n for _, n in stats.per_day), default=0),
         signers=service.newest_signers(petition), wordings=service.wording_history(petition),
         public_url=_public_url("public.petition", petition),
-        embed_url=_public_url("public.embed", petition),
+        embed_snippet=embed_snippet(_public_url("public.embed", petition), petition.title),
         export_url=_export_url(petition),
     )
 

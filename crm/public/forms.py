@@ -2,11 +2,13 @@
 
 from flask_wtf import FlaskForm
 from markupsafe import Markup, escape
-from wtforms import BooleanField, HiddenField, StringField, TextAreaField, widgets
+from wtforms import BooleanField, HiddenField, SelectField, StringField, TextAreaField, widgets
 from wtforms.validators import InputRequired, Length, Optional, ValidationError
 from wtforms.widgets.core import clean_key
 
+from crm.countries import countries, is_country_code
 from crm.emails import InvalidEmail, normalise_email
+from crm.supporters.fields import PROFILE_LIMITS, too_long
 
 # ---- widgets -----------------------------------------------------------------------------------
 #
@@ -34,6 +36,9 @@ def html_params(**kwargs) -> Markup:
 
 class TextInput(widgets.TextInput):
     html_params = staticmethod(html_params)
+    # No maxlength: a browser cuts a longer paste short without a word; the server refuses it
+    # with a message instead (crm.supporters.fields.too_long).
+    validation_attrs = ["required"]
 
 
 class HiddenInput(widgets.HiddenInput):
@@ -45,6 +50,8 @@ class CheckboxInput(widgets.CheckboxInput):
 
 
 class TextArea(widgets.TextArea):
+    validation_attrs = ["required"]
+
     def __call__(self, field, **kwargs):
         """wtforms.widgets.TextArea.__call__ with the html_params above."""
         kwargs.setdefault("id", field.id)
@@ -58,18 +65,17 @@ class TextArea(widgets.TextArea):
 
 HIDDEN = HiddenInput()
 
-# Suggestions for the country field (a <datalist>); any ISO 3166-1 alpha-2 code is accepted.
-COUNTRIES = [
-    ("GB", "United Kingdom"), ("IE", "Ireland"), ("FR", "France"),
-    ("DE", "Germany"), ("ES", "Spain"), ("IT", "Italy"), ("NL", "Netherlands"), ("BE", "Belgium"),
-    ("PT", "Portugal"), ("SE", "Sweden"), ("DK", "Denmark"), ("NO", "Norway"), ("FI", "Finland"),
-    ("PL", "Poland"), ("AT", "Austria"), ("CH", "Switzerland"), ("GR", "Greece"),
-    ("US", "United States"), ("CA", "Canada"), ("AU", "Australia"), ("NZ", "New Zealand"),
-]
+# The country select's options, by name (pycountry's ISO 3166-1 list); stored as the code.
+COUNTRIES = countries()
 
 
 # The longest value each field takes (the form's Length validators and quick_signature_data).
-MAX_LENGTH = {"email": 320, "first_name": 100, "last_name": 100, "postal_code": 20, "comment": 2000}
+MAX_LENGTH = {"email": 320, **PROFILE_LIMITS, "comment": 2000}
+
+
+def _length(name: str) -> Length:
+    """Length(max=...) refusing with the words an import uses for the same field."""
+    return Length(max=MAX_LENGTH[name], message=too_long(name, MAX_LENGTH[name]).capitalize() + ".")
 SIGNATURE_FIELDS = ("email", "first_name", "last_name", "postal_code", "country", "comment", "consent",
                     "wording_version")
 
@@ -79,15 +85,16 @@ class SignForm(FlaskForm):
                                              Length(max=MAX_LENGTH["email"])], widget=TextInput(),
                         render_kw={"autocomplete": "email", "inputmode": "email", "type": "email"})
     first_name = StringField("First name", validators=[InputRequired("Enter your first name."),
-                                                       Length(max=MAX_LENGTH["first_name"])], widget=TextInput(),
+                                                       _length("first_name")], widget=TextInput(),
                              render_kw={"autocomplete": "given-name"})
-    last_name = StringField("Last name", validators=[Optional(), Length(max=MAX_LENGTH["last_name"])],
+    last_name = StringField("Last name", validators=[Optional(), _length("last_name")],
                             widget=TextInput(), render_kw={"autocomplete": "family-name"})
-    postal_code = StringField("Postal code", validators=[Optional(), Length(max=MAX_LENGTH["postal_code"])],
+    postal_code = StringField("Postal code", validators=[Optional(), _length("postal_code")],
                               widget=TextInput(), render_kw={"autocomplete": "postal-code"})
-    country = StringField("Country (two-letter code, e.g. GB)", validators=[Optional()], widget=TextInput(),
-                          render_kw={"autocomplete": "country", "maxlength": 2})
-    comment = TextAreaField("Comment (optional)", validators=[Optional(), Length(max=MAX_LENGTH["comment"])],
+    # Rendered by the template (public/_sign.html) from COUNTRIES; the organisation's country
+    # is preselected on a fresh form.
+    country = SelectField("Country", validators=[Optional()], choices=(), validate_choice=False)
+    comment = TextAreaField("Comment (optional)", validators=[Optional(), _length("comment")],
                             widget=TextArea(), render_kw={"rows": 3})
     consent = BooleanField("I agree", widget=CheckboxInput())
     wording_version = HiddenField(widget=HIDDEN)
@@ -99,6 +106,10 @@ class SignForm(FlaskForm):
         super().__init__(*args, **kwargs)
         if self.meta.csrf:
             self.csrf_token.widget = HIDDEN  # Flask-WTF's token field, rendered like the others
+        if not self.is_submitted() and not self.country.data:
+            from crm.settings import org
+
+            self.country.data = org.current().country
 
     def validate_email(self, field):
         try:
@@ -109,17 +120,12 @@ class SignForm(FlaskForm):
     def validate_country(self, field):
         value = (field.data or "").strip().upper()
         if value and not is_country_code(value):
-            raise ValidationError("Use the two-letter country code, for example GB or FR.")
+            raise ValidationError("Choose your country from the list.")
         field.data = value
 
     def signature_data(self) -> dict:
         """The fields record_signature reads."""
         return {name: getattr(self, name).data for name in SIGNATURE_FIELDS}
-
-
-def is_country_code(value: str) -> bool:
-    """Two ASCII letters, upper-cased (any ISO 3166-1 alpha-2 shape is accepted)."""
-    return len(value) == 2 and value.isalpha() and value.isascii()
 
 
 def quick_signature_data(formdata) -> dict | None:
@@ -128,7 +134,7 @@ def quick_signature_data(formdata) -> dict | None:
     Building and validating the SignForm costs about 0.2 ms, a fifth of a signature's
     server time, and nearly every post is plainly valid. This accepts only what every
     validator of SignForm accepts (the required fields given, every length within
-    MAX_LENGTH, a country blank or two letters, an address email-validator takes) and
+    MAX_LENGTH, a country blank or an ISO 3166-1 code, an address email-validator takes) and
     returns the same data; for anything else it returns None and the caller builds the
     SignForm, whose validation decides and whose messages the page shows.
     tests/test_signing.py checks the two against each other on generated input.

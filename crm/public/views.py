@@ -27,6 +27,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from crm.auth.permissions import public
 from crm.emails import InvalidEmail
 from crm.extensions import csrf, db
+from crm.filters import plural
 from crm.petitions import service
 from crm.petitions.service import PublicPetition
 from crm.petitions.signing import PetitionNotOpen, record_signature
@@ -91,8 +92,8 @@ def embed_token(petition: PublicPetition) -> str:
 
 
 def progress(petition: PublicPetition, count: int) -> dict[str, str]:
-    """The count as shown, the bare number and the progress bar's width (the page's count slots)."""
-    return {"count": f"{count:,}", "value": str(count),
+    """The count as shown, its noun, the bare number and the progress bar's width (the page's count slots)."""
+    return {"count": f"{count:,}", "noun": plural(count, "signature", "signatures"), "value": str(count),
             "pct": str(min(100, count * 100 // (petition.goal or 1)))}
 
 
@@ -133,7 +134,7 @@ def _cached_page(entry: pages.Entry, *, embed: bool) -> Fragments:
     form = SignForm(meta={"csrf": False})
     if embed:
         form.form_token.data = Fragments.slot("form_token")
-    shown = {name: Fragments.slot(name) for name in ("count", "value", "pct")}
+    shown = {name: Fragments.slot(name) for name in ("count", "noun", "value", "pct")}
     page = Fragments(_page_html(entry.petition, form, embed=embed, shown=shown,
                                 sign_token=Fragments.slot("sign_token")))
     db.session.commit()  # as in _load
@@ -242,8 +243,8 @@ def _after_signing(entry: pages.Entry, *, already_signed: bool, embed: bool, cou
     if entry.thanks_page is None:
         entry.thanks_page = Fragments(render_template(
             "public/thanks.html", petition=petition, already_signed=False, embed=False,
-            count=Fragments.slot("count")))
-    return entry.thanks_page.fill({"count": f"{count:,}"})
+            count=Fragments.slot("count"), people=Fragments.slot("people")))
+    return entry.thanks_page.fill({"count": f"{count:,}", "people": plural(count, "person has", "people have")})
 
 
 @bp.route("/healthz")

@@ -89,8 +89,17 @@ def describe(segment: Segment) -> tuple[ValidatedRules | None, str]:
         return None, str(exc)
 
 
-def save_segment(data: dict[str, Any], segment: Segment | None, actor_id: int | None) -> Segment:
-    """Create or update a segment; nothing is written unless name and rules are valid."""
+def problems(data: dict[str, Any], segment: Segment | None) -> dict[str, str]:
+    """Every rule the name and rules break, as save_segment judges them (nothing is written)."""
+    try:
+        _checked(data, segment)
+    except SegmentInvalid as exc:
+        return exc.errors
+    return {}
+
+
+def _checked(data: dict[str, Any], segment: Segment | None) -> tuple[str, Any]:
+    """(the name, the validated tree), or SegmentInvalid with every problem."""
     name = (data.get("name") or "").strip()
     errors: dict[str, str] = {}
     if not name:
@@ -109,6 +118,12 @@ def save_segment(data: dict[str, Any], segment: Segment | None, actor_id: int | 
         path = exc.path
     if errors:
         raise SegmentInvalid(errors, path)
+    return name, tree
+
+
+def save_segment(data: dict[str, Any], segment: Segment | None, actor_id: int | None) -> Segment:
+    """Create or update a segment; nothing is written unless name and rules are valid."""
+    name, tree = _checked(data, segment)
     if segment is None:
         segment = Segment(created_by_id=actor_id)
         db.session.add(segment)

@@ -19,8 +19,10 @@ from flask_login import current_user
 
 from crm import exports
 from crm.auth.permissions import requires
+from crm.countries import countries
 from crm.extensions import db
-from crm.forms import ActionForm, require_action_form
+from crm.filters import count_of, plural
+from crm.forms import ActionForm, apply_errors, check_all, require_action_form
 from crm.models import EMAIL_STATUSES, Segment, utcnow
 from crm.segments import bp, compiler, service
 from crm.segments.forms import SegmentForm
@@ -72,21 +74,18 @@ def edit(segment_id: int):
 
 def _save(form: SegmentForm, segment: Segment | None):
     if request.method == "POST":
-        form.validate_on_submit()  # field errors (and CSRF) first; the service re-checks all
-        if not form.errors:
+        data = {"name": form.name.data, "description": form.description.data, "rules": form.rules.data}
+        if check_all(form, lambda: service.problems(data, segment)):
             try:
-                saved = service.save_segment(
-                    {"name": form.name.data, "description": form.description.data,
-                     "rules": form.rules.data}, segment, current_user.id)
+                saved = service.save_segment(data, segment, current_user.id)
             except service.SegmentInvalid as exc:
-                for name, message in exc.errors.items():
-                    getattr(form, name).errors = [*getattr(form, name).errors, message]
+                apply_errors(form, exc.errors)
             else:
                 flash("Segment saved.", "success")
                 return redirect(url_for("segments.show", segment_id=saved.id))
     status = 400 if request.method == "POST" else 200
     return render_template(
-        "segments/edit.html", form=form, segment=segment, statuses=EMAIL_STATUSES,
+        "segments/edit.html", form=form, segment=segment, statuses=EMAIL_STATUSES, countries=countries(),
         builder=service.builder_data(segment.id if segment else None),
     ), status
 
@@ -131,9 +130,8 @@ def delete(segment_id: int):
         return redirect(url_for("segments.show", segment_id=segment_id))
     note = ""
     if drafts:
-        many = drafts != 1
-        note = (f" {drafts} draft campaign{'s' if many else ''} no longer {'have' if many else 'has'} a segment;"
-                " choose another before sending.")
+        note = (f" {count_of(drafts, 'draft campaign', 'draft campaigns')} no longer "
+                f"{plural(drafts, 'has', 'have')} a segment; choose another before sending.")
     flash(f"Deleted “{name}”.{note}", "success")
     return redirect(url_for("segments.index"))
 

@@ -27,17 +27,31 @@ def check_password_strength(password: str) -> None:
         raise StaffError(f"The password must be at least {MIN_PASSWORD_LENGTH} characters long.")
 
 
-def create_staff(email: str, role: str, password: str, name: str = "") -> StaffUser:
-    """Create an active staff account, or raise StaffError saying why not."""
+def new_staff_problems(email: str, role: str, password: str) -> dict[str, str]:
+    """Every reason a new account would be refused, by field (nothing is written)."""
+    errors: dict[str, str] = {}
     try:
-        address = normalise_email(email)
+        address = normalise_email(email or "")
     except InvalidEmail as exc:
-        raise StaffError(str(exc)) from None
+        errors["email"] = str(exc)
+    else:
+        if find_staff(address) is not None:
+            errors["email"] = f"A staff account for {address} already exists."
     if role not in ROLES:
-        raise StaffError(f"Role must be one of {', '.join(ROLES)}.")
-    check_password_strength(password)
-    if find_staff(address) is not None:
-        raise StaffError(f"A staff account for {address} already exists.")
+        errors["role"] = f"Role must be one of {', '.join(ROLES)}."
+    try:
+        check_password_strength(password)
+    except StaffError as exc:
+        errors["password"] = str(exc)
+    return errors
+
+
+def create_staff(email: str, role: str, password: str, name: str = "") -> StaffUser:
+    """Create an active staff account, or raise StaffError saying why not (every reason)."""
+    errors = new_staff_problems(email, role, password)
+    if errors:
+        raise StaffError(" ".join(errors.values()))
+    address = normalise_email(email)
     user = StaffUser(email=address, name=name.strip(), role=role, active=True)
     user.set_password(password)
     db.session.add(user)

@@ -2,6 +2,7 @@ from flask import abort, flash, redirect, render_template, url_for
 
 from crm.auth.permissions import requires
 from crm.extensions import db
+from crm.forms import check_all
 from crm.models import StaffUser
 from crm.staff import bp, service
 from crm.staff.forms import StaffCreateForm, StaffEditForm
@@ -18,7 +19,7 @@ def index():
 @requires("admin")
 def create():
     form = StaffCreateForm()
-    if form.validate_on_submit():
+    if check_all(form, lambda: service.new_staff_problems(form.email.data, form.role.data, form.password.data)):
         try:
             user = service.create_staff(form.email.data, form.role.data, form.password.data, form.name.data or "")
         except service.StaffError as exc:

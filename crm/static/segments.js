@@ -85,20 +85,47 @@
     return el("span", { className: "builder-field" }, [el("label", { htmlFor: id, text: text }), control]);
   }
 
-  function select(options, value, multiple, onchange) {
-    var s = el("select", multiple ? { multiple: true } : {});
+  function select(options, value, onchange) {
+    var s = el("select", {});
     options.forEach(function (o) {
       var opt = el("option", { value: String(o[0]), text: o[1] });
-      if (multiple ? value.indexOf(o[0]) >= 0 : String(o[0]) === String(value)) opt.selected = true;
+      if (String(o[0]) === String(value)) opt.selected = true;
       s.appendChild(opt);
     });
-    s.addEventListener("change", function () {
-      if (multiple) {
-        onchange(Array.prototype.filter.call(s.options, function (o) { return o.selected; })
-          .map(function (o) { return o.value; }));
-      } else onchange(s.value);
-    });
+    s.addEventListener("change", function () { onchange(s.value); });
     return s;
+  }
+
+  // A multiple choice as checkboxes (no Ctrl-click), with a filter box when the list is long.
+  function checklist(legend, options, values, onchange) {
+    var box = el("fieldset", { className: "builder-field builder-checklist" });
+    box.appendChild(el("legend", { text: legend }));
+    var listEl = el("div", { className: "checklist-options" });
+    var chosen = values.map(String), boxes = [];
+    options.forEach(function (o) {
+      var cb = el("input", { type: "checkbox", value: String(o[0]) });
+      cb.checked = chosen.indexOf(String(o[0])) >= 0;
+      cb.addEventListener("change", function () {
+        onchange(boxes.filter(function (b) { return b.checked; }).map(function (b) { return b.value; }));
+      });
+      boxes.push(cb);
+      listEl.appendChild(el("label", { className: "check" }, [cb, document.createTextNode(" " + o[1])]));
+    });
+    if (!options.length) listEl.appendChild(el("span", { className: "muted", text: "None yet." }));
+    if (options.length > 8) {
+      var filter = el("input", { type: "search", placeholder: "Type to filter", "aria-label": "Filter " + legend });
+      filter.addEventListener("input", function () {
+        var q = filter.value.trim().toLowerCase();
+        boxes.forEach(function (b) {
+          var label = b.parentNode;
+          var hide = Boolean(q) && label.textContent.toLowerCase().indexOf(q) < 0 && !b.checked;
+          label.style.display = hide ? "none" : "";
+        });
+      });
+      box.appendChild(filter);
+    }
+    box.appendChild(listEl);
+    return box;
   }
 
   function input(type, value, oninput, extra) {
@@ -116,8 +143,8 @@
     var v = cond.value, out = [];
     switch (cond.field) {
       case "petitions":
-        out.push(labelled("Petitions", select(pairs(data.petitions), v.petition_ids || [], true,
-          function (ids) { v.petition_ids = ints(ids); changed(); })));
+        out.push(checklist("Petitions", pairs(data.petitions), v.petition_ids || [],
+          function (ids) { v.petition_ids = ints(ids); changed(); }));
         out.push(labelled("In the last … days (optional)", input("number", v.since_days, function (x) {
           setOrDelete(v, "since_days", x ? parseInt(x, 10) : ""); changed();
         }, { min: 1 })));
@@ -125,16 +152,14 @@
         out.push(labelled("To (optional)", input("date", v.date_to, function (x) { setOrDelete(v, "date_to", x); changed(); })));
         break;
       case "email_status":
-        out.push(labelled("Statuses", select(data.statuses.map(function (s) { return [s, s.replace("_", " ")]; }),
-          v, true, function (vals) { cond.value = vals; changed(); })));
+        out.push(checklist("Statuses", data.statuses.map(function (s) { return [s, s.replace("_", " ")]; }),
+          v, function (vals) { cond.value = vals; changed(); }));
         break;
       case "tags":
-        out.push(labelled("Tags", select(pairs(data.tags), v, true, function (ids) { cond.value = ints(ids); changed(); })));
+        out.push(checklist("Tags", pairs(data.tags), v, function (ids) { cond.value = ints(ids); changed(); }));
         break;
       case "country":
-        out.push(labelled("Two-letter codes, comma-separated", input("text", v.join(", "), function (x) {
-          cond.value = list(x); changed();
-        }, { placeholder: "GB, IE" })));
+        out.push(checklist("Countries", data.countries, v, function (codes) { cond.value = codes; changed(); }));
         break;
       case "postal_code":
         out.push(labelled("Prefixes, comma-separated", input("text", v.join(", "), function (x) {
@@ -146,12 +171,11 @@
         out.push(labelled("To", input("date", v.date_to, function (x) { setOrDelete(v, "date_to", x); changed(); })));
         break;
       case "source":
-        out.push(labelled("Source", select([["petition", "a petition"], ["import", "an import"], ["api", "the API"]], v,
-          false, function (x) { cond.value = x; changed(); })));
+        out.push(labelled("Source", select([["petition", "a petition"], ["import", "an import"], ["api", "the API"]], v, function (x) { cond.value = x; changed(); })));
         break;
       case "segment":
         if (!data.segments.length) out.push(el("span", { className: "muted", text: "No other segments yet." }));
-        else out.push(labelled("Segment", select(pairs(data.segments), v, false, function (x) {
+        else out.push(labelled("Segment", select(pairs(data.segments), v, function (x) {
           cond.value = parseInt(x, 10); changed();
         })));
         break;
@@ -170,7 +194,7 @@
           if (v.campaign_id != null && !data.campaigns.some(function (c) { return c.id === v.campaign_id; })) {
             choices.push([v.campaign_id, "Campaign " + v.campaign_id]);
           }
-          out.push(labelled("Campaign", select(choices, v.campaign_id == null ? "" : v.campaign_id, false, function (x) {
+          out.push(labelled("Campaign", select(choices, v.campaign_id == null ? "" : v.campaign_id, function (x) {
             setOrDelete(v, "campaign_id", x ? parseInt(x, 10) : ""); changed();
           })));
         }
@@ -187,12 +211,12 @@
     if (!OPS[cond.field]) {
       row.appendChild(el("span", { text: "A rule this builder cannot edit (" + cond.field + "); remove it or edit the JSON." }));
     } else {
-      var fieldSelect = select(FIELDS, cond.field, false, function (f) {
+      var fieldSelect = select(FIELDS, cond.field, function (f) {
         cond.field = f; cond.op = OPS[f][0][0]; cond.value = DEFAULTS[f](); rebuild(path, "field");
       });
       fieldSelect.setAttribute("data-role", "field");
       row.appendChild(labelled("Condition", fieldSelect));
-      var opSelect = select(OPS[cond.field], cond.op, false, function (op) {
+      var opSelect = select(OPS[cond.field], cond.op, function (op) {
         cond.op = op;
         if (cond.field !== "engagement") { changed(); return; }
         cond.value = engagementValue(op, cond.value);  // the value editors differ by test
@@ -212,7 +236,7 @@
     var box = el("div", { className: "builder-group", "data-path": path, role: "group" });
     box.appendChild(labelled("Supporters matching", select(
       [["all", "all of these"], ["any", "any of these"], ["none", "none of these"]],
-      group.match, false, function (m) { group.match = m; changed(); })));
+      group.match, function (m) { group.match = m; changed(); })));
     group.rules.forEach(function (child, i) {
       var childPath = (path ? path + "." : "") + "rules[" + i + "]";
       box.appendChild(child.type === "group" ? renderGroup(child, childPath, depth + 1, group, i)
@@ -255,6 +279,7 @@
   }
 
   var countEl = document.getElementById("segment-count");
+  var nounEl = document.getElementById("segment-noun");
   var summaryEl = document.getElementById("segment-summary");
   var errorEl = document.getElementById("segment-error");
   var sampleEl = document.getElementById("segment-sample");
@@ -282,6 +307,7 @@
       if (body.error) { showError(body.error, body.path); return; }
       errorEl.hidden = true;
       countEl.textContent = body.count.toLocaleString();
+      if (nounEl) nounEl.textContent = body.count === 1 ? "supporter matches" : "supporters match";
       summaryEl.textContent = body.summary;
       sampleEl.innerHTML = "";
       body.sample.forEach(function (s) {

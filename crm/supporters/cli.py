@@ -40,4 +40,6 @@ def export_command(file: str, fmt: str | None, petition: int | None, status: str
         spool = exports.xlsx_file(service.EXPORT_HEADER, service.export_rows(flt), title="Supporters")
         with spool, open(file, "wb") as out:
             shutil.copyfileobj(spool, out)
-    click.echo(f"Exported {rows:,} supporter{'s' if rows != 1 else ''} to {file}")
+    from crm.filters import count_of
+
+    click.echo(f"Exported {count_of(rows, 'supporter', 'supporters')} to {file}")

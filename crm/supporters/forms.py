@@ -1,15 +1,17 @@
 from flask_wtf import FlaskForm
-from wtforms import RadioField, StringField, TextAreaField
+from wtforms import RadioField, SelectField, StringField, TextAreaField
 from wtforms.fields import SelectChoice
 from wtforms.validators import DataRequired, Length, Optional
 
 
 class SupporterEditForm(FlaskForm):
+    """The rules (lengths refused, never cut; the address's uniqueness) are crm.supporters.service's."""
+
     email = StringField("Email", validators=[DataRequired(), Length(max=320)])
-    first_name = StringField("First name", validators=[Optional(), Length(max=100)])
-    last_name = StringField("Last name", validators=[Optional(), Length(max=100)])
-    postal_code = StringField("Postal code", validators=[Optional(), Length(max=20)])
-    country = StringField("Country (two-letter code)", validators=[Optional(), Length(max=2)])
+    first_name = StringField("First name")
+    last_name = StringField("Last name")
+    postal_code = StringField("Postal code")
+    country = SelectField("Country", validate_choice=False)  # choices: crm.countries, set by the view
 
 
 class NotesForm(FlaskForm):

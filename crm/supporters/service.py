@@ -10,6 +10,7 @@ from sqlalchemy import Select, delete, exists, false, func, insert, literal, lit
 from sqlalchemy.exc import IntegrityError
 
 from crm import audit
+from crm.countries import is_country_code
 from crm.database import plan_for_these_values
 from crm.emails import InvalidEmail, normalise_email
 from crm.extensions import db
@@ -29,6 +30,7 @@ from crm.models import (
 from crm.segments.compiler import segment_condition
 from crm.segments.rules import RuleError, validate
 from crm.supporters.consent import record_consent
+from crm.supporters.fields import PROFILE_LIMITS, too_long
 from crm.supporters.suppression import is_suppressed, suppress
 
 PAGE_SIZE = 50
@@ -354,7 +356,16 @@ def get_supporter(supporter_id: int) -> Supporter | None:
 
 
 def consent_timeline(supporter: Supporter) -> list[ConsentEvent]:
-    return list(db.session.scalars(supporter.consent_events.select().order_by(ConsentEvent.id.desc())))
+    # order_by(None) first: the relationship's own order (oldest first) would otherwise come before ours.
+    return list(db.session.scalars(supporter.consent_events.select().order_by(None).order_by(ConsentEvent.id.desc())))
+
+
+def campaign_names(events: list[ConsentEvent]) -> dict[int, str]:
+    """The names of the campaigns these events came from (an unsubscribe link, a one-click header)."""
+    ids = {e.campaign_id for e in events if e.campaign_id is not None}
+    if not ids:
+        return {}
+    return dict(db.session.execute(db.select(Campaign.id, Campaign.name).where(Campaign.id.in_(ids))).all())
 
 
 def petitions_signed(supporter: Supporter) -> list[tuple[Signature, Petition]]:
@@ -378,31 +389,53 @@ def messages_received(supporter: Supporter, limit: int | None = MESSAGES_SHOWN) 
     return [tuple(row) for row in db.session.execute(query)]
 
 
+class ProfileInvalid(SupporterError):
+    """Refused profile edit: field name -> messages, every problem at once."""
+
+    def __init__(self, errors: dict[str, list[str]]):
+        self.errors = errors
+        super().__init__(" ".join(m for ms in errors.values() for m in ms))
+
+
+def profile_problems(supporter: Supporter, *, email: str, first_name: str = "", last_name: str = "",
+                     postal_code: str = "", country: str = "") -> dict[str, list[str]]:
+    """Every rule the profile fields break (nothing is written): a bad or taken address, an
+    unknown country, a name or postal code too long -- refused, never cut short."""
+    errors: dict[str, list[str]] = {}
+    try:
+        address = normalise_email(email or "")
+    except InvalidEmail as exc:
+        errors["email"] = [str(exc)]
+    else:
+        if address != supporter.email and db.session.scalar(db.select(Supporter.id).where(
+                Supporter.email == address, Supporter.id != supporter.id)):
+            errors["email"] = ["Another supporter already has this email address."]
+    country = (country or "").strip().upper()
+    if country and not is_country_code(country):
+        errors["country"] = ["Choose a country from the list."]
+    for name, value in (("first_name", first_name), ("last_name", last_name), ("postal_code", postal_code)):
+        if len((value or "").strip()) > PROFILE_LIMITS[name]:
+            errors[name] = [too_long(name, PROFILE_LIMITS[name]).capitalize() + "."]
+    return errors
+
+
 def update_supporter(supporter: Supporter, *, email: str, first_name: str, last_name: str,
                      postal_code: str, country: str) -> None:
-    """Save profile fields; raise SupporterError (nothing written) for a bad or taken email."""
-    try:
-        address = normalise_email(email)
-    except InvalidEmail as exc:
-        raise SupporterError(str(exc)) from None
-    if address != supporter.email:
-        taken = db.session.scalar(db.select(Supporter.id).where(
-            Supporter.email == address, Supporter.id != supporter.id))
-        if taken:
-            raise SupporterError("Another supporter already has this email address.")
-    country = (country or "").strip().upper()
-    if country and not (len(country) == 2 and country.isalpha()):
-        raise SupporterError("Country must be a two-letter code such as GB.")
-    supporter.email = address
-    supporter.first_name = (first_name or "").strip()[:100]
-    supporter.last_name = (last_name or "").strip()[:100]
-    supporter.postal_code = (postal_code or "").strip().upper()[:20]
-    supporter.country = country
+    """Save profile fields; raise ProfileInvalid (nothing written) with every problem."""
+    errors = profile_problems(supporter, email=email, first_name=first_name, last_name=last_name,
+                              postal_code=postal_code, country=country)
+    if errors:
+        raise ProfileInvalid(errors)
+    supporter.email = normalise_email(email)
+    supporter.first_name = (first_name or "").strip()
+    supporter.last_name = (last_name or "").strip()
+    supporter.postal_code = (postal_code or "").strip().upper()
+    supporter.country = (country or "").strip().upper()
     try:
         db.session.commit()
     except IntegrityError:  # lost a race with another writer taking the address
         db.session.rollback()
-        raise SupporterError("Another supporter already has this email address.") from None
+        raise ProfileInvalid({"email": ["Another supporter already has this email address."]}) from None
 
 
 def save_notes(supporter: Supporter, notes: str) -> None:

@@ -15,6 +15,9 @@ from flask_login import current_user
 
 from crm import exports
 from crm.auth.permissions import requires
+from crm.countries import countries
+from crm.filters import count_of
+from crm.forms import apply_errors, check_all
 from crm.models import EMAIL_STATUSES, utcnow
 from crm.supporters import bp, service
 from crm.supporters.forms import (
@@ -68,7 +71,7 @@ def bulk_tag():
         flash(str(exc), "error")
     else:
         verb = "Tagged" if form.action.data == "add" else "Removed the tag from"
-        flash(f"{verb} {changed:,} supporter{'s' if changed != 1 else ''} “{tag.name}”.", "success")
+        flash(f"{verb} {count_of(changed, 'supporter', 'supporters')} “{tag.name}”.", "success")
     return redirect(url_for("supporters.index", **flt.as_args()))
 
 
@@ -122,9 +125,10 @@ def _render_profile(supporter, status=200, **forms):
     forms.setdefault("tag_form", TagForm(formdata=None))
     forms.setdefault("notes_form", NotesForm(formdata=None, obj=supporter))
     forms.setdefault("consent_form", ConsentChangeForm(formdata=None))
+    timeline = service.consent_timeline(supporter)
     return render_template(
-        "supporters/show.html", supporter=supporter,
-        timeline=service.consent_timeline(supporter), signed=service.petitions_signed(supporter),
+        "supporters/show.html", supporter=supporter, timeline=timeline,
+        campaign_names=service.campaign_names(timeline), signed=service.petitions_signed(supporter),
         messages=service.messages_received(supporter, service.MESSAGES_SHOWN), messages_shown=service.MESSAGES_SHOWN,
         campaign_url=_campaign_url(), **forms,
     ), status
@@ -141,22 +145,19 @@ def show(supporter_id: int):
 def edit(supporter_id: int):
     supporter = _supporter_or_404(supporter_id)
     form = SupporterEditForm(obj=supporter)
+    form.country.choices = [("", "Not known")] + list(countries())
     status = 200
-    if form.validate_on_submit():
-        try:
-            service.update_supporter(
-                supporter, email=form.email.data, first_name=form.first_name.data,
-                last_name=form.last_name.data, postal_code=form.postal_code.data,
-                country=form.country.data,
-            )
-        except service.SupporterError as exc:
-            target = form.country if "Country" in str(exc) else form.email
-            target.errors = [*target.errors, str(exc)]
-            status = 400
-        else:
-            flash("Saved.", "success")
-            return redirect(url_for("supporters.show", supporter_id=supporter.id))
-    elif form.is_submitted():
+    if request.method == "POST":
+        fields = {name: getattr(form, name).data for name in ("email", "first_name", "last_name", "postal_code",
+                                                              "country")}
+        if check_all(form, lambda: service.profile_problems(supporter, **fields)):
+            try:
+                service.update_supporter(supporter, **fields)
+            except service.ProfileInvalid as exc:
+                apply_errors(form, exc.errors)
+            else:
+                flash("Saved.", "success")
+                return redirect(url_for("supporters.show", supporter_id=supporter.id))
         status = 400
     return render_template("supporters/edit.html", supporter=supporter, form=form), status
 

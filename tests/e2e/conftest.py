@@ -62,6 +62,32 @@ def live_app(make_app):
 
 
 @pytest.fixture
+def outbox_dir(tmp_path):
+    return str(tmp_path / "outbox")
+
+
+@pytest.fixture
+def outbox(outbox_dir):
+    """The dev outbox: aiosmtpd on 127.0.0.1 storing every message in a Maildir."""
+    from crm.outbox.server import start_outbox
+
+    controller = start_outbox(outbox_dir)
+    yield controller
+    controller.stop()
+
+
+@pytest.fixture
+def outbox_app(make_app, outbox, outbox_dir):
+    """An e2e app (CSRF on) that sends to the outbox, scheduling in London time; a module that
+    sends mail makes it its `live_app`."""
+    app = make_app(WTF_CSRF_ENABLED=True, OUTBOX_ENABLED=True, OUTBOX_DIR=outbox_dir, ORG_TIMEZONE="Europe/London",
+                   SMTP_URL=f"smtp://127.0.0.1:{outbox.port}", SEND_RATE_PER_SECOND=1000)
+    with app.app_context():
+        yield app
+        db.session.remove()
+
+
+@pytest.fixture
 def live_server(live_app):
     server = make_server("127.0.0.1", 0, live_app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, name="e2e-live-server", daemon=True)

@@ -14,7 +14,6 @@ from campaigns import service
 from crm.extensions import db
 from crm.models import Campaign, Message, Segment
 from crm.outbox import store
-from crm.outbox.server import start_outbox
 from crm.supporters.consent import record_consent
 from tests import factories
 from tests.e2e.test_journey import sign_in
@@ -27,26 +26,9 @@ ZONE = "Europe/London"
 
 
 @pytest.fixture
-def outbox_dir(tmp_path):
-    return str(tmp_path / "outbox")
-
-
-@pytest.fixture
-def outbox(outbox_dir):
-    """The dev outbox: aiosmtpd on 127.0.0.1 storing every message in a Maildir."""
-    controller = start_outbox(outbox_dir)
-    yield controller
-    controller.stop()
-
-
-@pytest.fixture
-def live_app(make_app, outbox, outbox_dir):
-    """The e2e app (CSRF on), sending to the outbox, scheduling in London time."""
-    app = make_app(WTF_CSRF_ENABLED=True, OUTBOX_ENABLED=True, OUTBOX_DIR=outbox_dir, ORG_TIMEZONE=ZONE,
-                   SMTP_URL=f"smtp://127.0.0.1:{outbox.port}", SEND_RATE_PER_SECOND=1000)
-    with app.app_context():
-        yield app
-        db.session.remove()
+def live_app(outbox_app):
+    """The e2e app (CSRF on), sending to the outbox, scheduling in London time (ZONE)."""
+    return outbox_app
 
 
 def run_jobs(app) -> None:

@@ -35,7 +35,7 @@ def test_organizer_builds_and_saves_a_two_condition_segment(live_server, page, s
     page.get_by_role("button", name="Add condition").click()
     second = page.locator("#segment-builder .builder-row").nth(1)
     second.get_by_label("Condition", exact=True).select_option("petitions")
-    second.get_by_label("Petitions", exact=True).select_option(label="Save the bees")
+    second.get_by_role("group", name="Petitions").get_by_label("Save the bees").check()  # a checkbox: no Ctrl-click
     expect(page.locator("#segment-count")).to_have_text("2")
     expect(page.locator("#segment-summary")).to_have_text(
         "Subscribed supporters who signed “Save the bees”")
@@ -86,3 +86,43 @@ def test_organizer_adds_a_not_emailed_recently_condition(live_server, page, scre
     segment = db.session.scalar(db.select(Segment).where(Segment.name == "Quiet lately"))
     assert segment.rules["rules"] == [{"type": "condition", "field": "engagement", "op": "not_received",
                                        "value": {"within_days": 14, "campaign_id": update.id}}]
+
+
+@pytest.mark.parametrize("viewport", [{"width": 1280, "height": 800}, {"width": 375, "height": 812}],
+                         ids=["desktop", "phone"])
+def test_multiple_choices_are_checkboxes_with_a_filter(live_server, make_page, screenshot_dir, viewport):
+    """Statuses, tags and countries are ticked one by one (no Ctrl-click); a long list filters as you type."""
+    organizer = factories.make_staff("organizer")
+    factories.make_supporter(country="FR")
+    factories.make_supporter(country="GB")
+    factories.make_supporter(country="DE", subscribed=False)
+    page = make_page(viewport=viewport, is_mobile=viewport["width"] < 500, has_touch=viewport["width"] < 500)
+
+    sign_in(page, live_server, organizer.email)
+    page.goto(f"{live_server}/segments/new")
+    page.get_by_label("Name").fill("Neighbours")
+    page.get_by_role("button", name="Add condition").click()  # email status: subscribed
+    row = page.locator("#segment-builder .builder-row").first
+    statuses = row.get_by_role("group", name="Statuses")
+    expect(statuses.get_by_label("subscribed", exact=True)).to_be_checked()
+    statuses.get_by_label("never subscribed").check()
+    expect(page.locator("#segment-count")).to_have_text("3")
+    expect(page.locator("#segment-noun")).to_have_text("supporters match")
+
+    page.get_by_role("button", name="Add condition").click()
+    second = page.locator("#segment-builder .builder-row").nth(1)
+    second.get_by_label("Condition", exact=True).select_option("country")
+    countries = second.get_by_role("group", name="Countries")
+    countries.get_by_label("Filter Countries").fill("fran")
+    expect(countries.get_by_label("France")).to_be_visible()
+    expect(countries.get_by_label("Germany")).to_be_hidden()
+    countries.get_by_label("France").check()
+    expect(page.locator("#segment-count")).to_have_text("1")
+    expect(page.locator("#segment-noun")).to_have_text("supporter matches")
+    assert page.evaluate("document.documentElement.scrollWidth") <= viewport["width"]
+    page.screenshot(path=str(screenshot_dir / f"segments-checklists-{viewport['width']}.png"), full_page=True)
+    page.get_by_role("button", name="Save segment").click()
+    expect(page.locator("h1")).to_have_text("Neighbours")
+    db.session.expire_all()
+    segment = db.session.scalar(db.select(Segment).where(Segment.name == "Neighbours"))
+    assert segment.rules["rules"][1]["value"] == ["FR"]

@@ -24,7 +24,7 @@ def test_supporter_signs_a_petition(live_server, page, screenshot_dir):
     expect(page.locator("p.wording")).to_have_text(wording)
     page.get_by_label("Email").fill("Grace@Example.net")
     page.get_by_label("First name").fill("Grace")
-    page.get_by_label("Country (two-letter code, e.g. GB)").fill("gb")
+    page.get_by_label("Country").select_option(label="United Kingdom")
     page.get_by_role("button", name="Sign").click()
     expect(page.get_by_role("status")).to_have_text("Thank you: your signature has been added.")
     expect(page.get_by_text("Please share it.")).to_be_visible()
