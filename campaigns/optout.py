@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from flask import current_app
 from sqlalchemy import exists, text
 
 from crm.extensions import db
 from crm.models import ConsentEvent, EngagementEvent, Message, Supporter
+from crm.settings import org
 from crm.supporters.consent import record_consent
 from crm.supporters.suppression import is_suppressed
 
@@ -72,7 +72,7 @@ UNDO_BUTTON = "Undo: resubscribe me"
 
 def undo_explanation() -> str:
     """The sentence under the undo button."""
-    return f"You will receive periodic email updates from {current_app.config['ORG_NAME']} again."
+    return f"You will receive periodic email updates from {org.current().name} again."
 
 
 def undo_wording() -> str:

@@ -29,7 +29,7 @@ from redis import Redis
 from sqlalchemy import update
 
 from campaigns import queries
-from campaigns.compose import CompiledCampaign, campaign_context, compile_campaign, org_context, supporter_context
+from campaigns.compose import CompiledCampaign, campaign_context, compile_campaign, supporter_context
 from campaigns.mime import MessageSkeleton
 from campaigns.throttle import ErrorWindow, Heartbeat, RelaySlots, RunState, SendRate, is_alive, set_campaign_state
 from campaigns.tokens import unsubscribe_url
@@ -48,6 +48,7 @@ from crm.queues import SEND_BATCH, queue
 from crm.redis_conn import get_redis
 from crm.segments import compiler
 from crm.segments.rules import RuleError, validate
+from crm.settings import org
 from crm.supporters.consent import record_consent
 from crm.supporters.withdrawn import WithdrawalWatch
 
@@ -115,8 +116,8 @@ def start_campaign(campaign_id: int, expected_version: int | None = None) -> int
 
 def readiness_problem(campaign: Campaign) -> str:
     """Why this campaign cannot be sent now, in words for staff, or ''."""
-    if not current_app.config.get("ORG_POSTAL_ADDRESS"):
-        return "ORG_POSTAL_ADDRESS is not set: every message must carry the organisation's postal address."
+    if problem := org.sending_problem():
+        return problem
     if campaign.sender is None or not campaign.sender.is_active:
         return "Choose an active sender identity."
     if campaign.segment is None:
@@ -193,10 +194,10 @@ class Renderer:
         sender = campaign.sender
         skeleton = MessageSkeleton(
             from_name=sender.name, from_address=sender.email,
-            reply_to=campaign.reply_to or sender.reply_to, list_name=f"{config['ORG_NAME']} updates",
+            reply_to=campaign.reply_to or sender.reply_to, list_name=f"{org.current().name} updates",
             campaign_id=campaign.id, unsubscribe_mailto=config.get("UNSUBSCRIBE_MAILTO") or "",
         )
-        context = {"org": org_context(config), "campaign": campaign_context(campaign)}
+        context = {"org": org.current().as_context(), "campaign": campaign_context(campaign)}
         return cls(campaign, compile_campaign(campaign), skeleton, context)
 
     @property

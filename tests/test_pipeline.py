@@ -499,7 +499,7 @@ def test_refuses_to_send_without_a_postal_address(make_app):
     app = make_app(ORG_POSTAL_ADDRESS="")
     with app.app_context():
         campaign = campaign_to(segment())
-        with pytest.raises(lifecycle.LifecycleError, match="ORG_POSTAL_ADDRESS"):
+        with pytest.raises(lifecycle.LifecycleError, match="postal address is not set"):
             lifecycle.send_now(campaign)
         assert campaign.status == "draft"
 

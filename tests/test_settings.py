@@ -102,8 +102,6 @@ def test_messages_carry_the_stored_address(make_app):
         assert "1 Test Street" not in rendered.html and "1 Test Street" not in rendered.text
 
 
-@pytest.mark.xfail(strict=True, reason="needs campaigns/pipeline.py readiness_problem to read "
-                                       "crm.settings.org.current() (the lead applies it); remove this mark then")
 def test_address_saved_in_settings_lets_a_campaign_send(make_app):
     """With ORG_POSTAL_ADDRESS unset in the environment, an address saved in Settings is enough to send."""
     from campaigns.pipeline import readiness_problem

@@ -8,21 +8,22 @@ from email.utils import formatdate, make_msgid
 from markupsafe import escape
 
 from campaigns.transport import SMTPTransport
+from crm.settings import org
 from workers import job_app
 
 
 def build_test_message(app, address: str) -> EmailMessage:
-    cfg = app.config
-    org = escape(cfg["ORG_NAME"])
+    """The delivery check, from the organisation's settings in effect (inside an app context)."""
+    settings = org.current()
     msg = EmailMessage()
-    msg["From"] = f"{cfg['ORG_NAME']} <{cfg['MAIL_FROM']}>"
+    msg["From"] = f"{settings.name} <{settings.mail_from}>"
     msg["To"] = address
-    msg["Subject"] = f"[TEST] Mail delivery check from {cfg['ORG_NAME']}"
+    msg["Subject"] = f"[TEST] Mail delivery check from {settings.name}"
     msg["Date"] = formatdate(localtime=False)
-    msg["Message-ID"] = make_msgid(domain=cfg["MAIL_FROM"].rpartition("@")[2] or None)
-    msg.set_content(f"This test message shows that {cfg['ORG_NAME']}'s CRM can deliver mail.\n")
+    msg["Message-ID"] = make_msgid(domain=settings.mail_from.rpartition("@")[2] or None)
+    msg.set_content(f"This test message shows that {settings.name}'s CRM can deliver mail.\n")
     msg.add_alternative(
-        f"<p>This test message shows that <strong>{org}</strong>'s CRM can deliver mail.</p>",
+        f"<p>This test message shows that <strong>{escape(settings.name)}</strong>'s CRM can deliver mail.</p>",
         subtype="html",
     )
     return msg
@@ -34,5 +35,5 @@ def send_test_message(address: str) -> str:
     with app.app_context():
         msg = build_test_message(app, address)
         with SMTPTransport.for_app(app) as transport:
-            transport.send(app.config["MAIL_FROM"], [address], msg.as_string())
+            transport.send(org.current().mail_from, [address], msg.as_string())
         return msg["Message-ID"]
