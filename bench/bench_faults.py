@@ -35,6 +35,7 @@ import json
 import multiprocessing
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -170,7 +171,7 @@ def _kill_group(pgid: int) -> None:
 
 # -- one run -----------------------------------------------------------------------------------
 
-def _one_run(app, number: int, n: int, env: dict, wait: float, rng: random.Random) -> dict:
+def _one_run(app, number: int, n: int, env: dict, wait: float, rng: random.Random, logs: str) -> dict:
     from sqlalchemy import func, select, text, update
 
     from campaigns import lifecycle
@@ -197,8 +198,9 @@ def _one_run(app, number: int, n: int, env: dict, wait: float, rng: random.Rando
     workers: list[subprocess.Popen] = []
 
     def start_worker() -> subprocess.Popen:
+        log = open(Path(logs) / f"run{number}-worker{len(workers)}.log", "w")
         proc = subprocess.Popen([sys.executable, "-m", "crm.cli", "worker"], env=env, cwd=ROOT,
-                                start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
         workers.append(proc)
         return proc
 
@@ -325,6 +327,9 @@ def run() -> list[dict]:
                 "ORG_POSTAL_ADDRESS": "1 Bench Street, London N1 9GU", "SEND_RATE_PER_SECOND": "1000000",
                 "SEND_BATCH_SIZE": "1000", "SEND_HEARTBEAT_SECONDS": "3", "SEND_SWEEP_SECONDS": "2",
                 "CRM_INSTANCE_PATH": instance}
+    logs = tempfile.mkdtemp(prefix="crm-soak-logs-")  # the workers' logs, kept if a run went wrong
+    # A SIGTERM runs the finally blocks below, so no worker outlives the bench.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     env = {k: v for k, v in os.environ.items() if not k.startswith("TEST_")}
     env.update(settings)
     app = create_app({**settings, "INSTANCE_PATH": instance, "SMTP_URL": "smtp://127.0.0.1:25"})
@@ -340,7 +345,7 @@ def run() -> list[dict]:
                 conn.exec_driver_sql("ANALYZE")
             for number in range(1, runs + 1):
                 get_redis().flushdb()
-                result = _one_run(app, number, n, env, wait, rng)
+                result = _one_run(app, number, n, env, wait, rng, logs)
                 print(json.dumps(result), file=sys.stderr, flush=True)
                 results.append(result)
                 db.session.execute(text("DELETE FROM message"))
@@ -352,6 +357,10 @@ def run() -> list[dict]:
         return sum(r[key] for r in results)
 
     unfinished = [r["run"] for r in results if r["status"] != "sent"]
+    if unfinished or any(r["duplicates"] or r["missing"] or r["after_unsubscribe"] for r in results):
+        print(f"worker logs kept in {logs}", file=sys.stderr)
+    else:
+        shutil.rmtree(logs, ignore_errors=True)
     killed_workers = sum(1 for r in results if r["kill"]["worker"])
     killed_horses = sum(1 for r in results if r["kill"]["horse"])
     return [

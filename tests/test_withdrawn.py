@@ -15,7 +15,7 @@ from crm.outbox.server import free_port
 from crm.redis_conn import get_redis
 from crm.supporters.consent import record_consent
 from crm.supporters.suppression import suppress
-from crm.supporters.withdrawn import CHANNEL, WithdrawalWatch
+from crm.supporters.withdrawn import WithdrawalWatch, channel
 from tests import factories
 
 
@@ -97,8 +97,8 @@ def test_a_redis_restart_means_ask_the_database_until_listening_again(own_redis)
     client = redis.Redis(port=port)
     watch = WithdrawalWatch(redis.Redis(port=port))
     assert (watch.listening, watch.generation) == (True, 1)
-    client.publish(CHANNEL, "5")
-    client.publish(CHANNEL, "not a number")
+    client.publish(channel(client), "5")
+    client.publish(channel(client), "not a number")
     _settle(watch, lambda: 5 in watch.withdrawn)
     assert watch.is_withdrawn(5, 1) is True
     assert watch.is_withdrawn(6, 1) is False
@@ -111,11 +111,23 @@ def test_a_redis_restart_means_ask_the_database_until_listening_again(own_redis)
     assert watch.listening and watch.generation == 2
     assert watch.is_withdrawn(6, 1) is None  # notices published during the gap may be lost
     assert watch.is_withdrawn(6, 2) is False
-    redis.Redis(port=port).publish(CHANNEL, "7")
+    client.publish(channel(client), "7")
     _settle(watch, lambda: 7 in watch.withdrawn)
     assert watch.is_withdrawn(7, 2) is True
     watch.close()
     client.close()
+
+
+def test_notices_stay_within_their_redis_database(own_redis):
+    """Apps sharing a Redis server on different database numbers do not hear each other's ids."""
+    port, _ = own_redis
+    ours, theirs = redis.Redis(port=port, db=1), redis.Redis(port=port, db=2)
+    watch = WithdrawalWatch(ours)
+    theirs.publish(channel(theirs), "8")
+    ours.publish(channel(ours), "9")
+    _settle(watch, lambda: 9 in watch.withdrawn)
+    assert watch.withdrawn == {9}
+    watch.close()
 
 
 def test_no_redis_at_all_leaves_every_answer_to_the_database():

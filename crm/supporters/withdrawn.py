@@ -41,6 +41,13 @@ _PENDING = "crm.withdrawn"  # Session.info key: supporter ids to announce after 
 _RECONNECT_EVERY = 1.0  # seconds between attempts to listen again while Redis is away
 
 
+def channel(redis: Redis) -> str:
+    """The channel for this Redis database. Pub/sub ignores database numbers (a message reaches
+    every subscriber on the server), so apps sharing a server on different databases, as tests
+    and small hosts do, would otherwise hear each other's supporter ids."""
+    return f"{CHANNEL}:{redis.connection_pool.connection_kwargs.get('db', 0)}"
+
+
 def announce(session: Session, supporter_ids: Iterable[int | None]) -> None:
     """Announce these supporters as no longer mailable once `session` commits (never before)."""
     pending = session.info.setdefault(_PENDING, set())
@@ -54,9 +61,10 @@ def _publish_after_commit(session: Session) -> None:
     from crm.redis_conn import get_redis
 
     try:
-        pipe = get_redis().pipeline(transaction=False)
+        redis = get_redis()
+        pipe = redis.pipeline(transaction=False)
         for supporter_id in sorted(ids):
-            pipe.publish(CHANNEL, str(supporter_id))
+            pipe.publish(channel(redis), str(supporter_id))
         pipe.execute()
     except RedisError as exc:
         log.warning("could not announce %s withdrawal(s) to sending batches (%s); "
@@ -105,7 +113,7 @@ class WithdrawalWatch:
         self._pubsub = _ListeningPubSub(self._pool)
         self._pubsub.on_reconnect = self._lost
         try:
-            self._pubsub.subscribe(CHANNEL)
+            self._pubsub.subscribe(channel(redis))
             deadline = time.monotonic() + confirm_timeout
             while not self.listening and time.monotonic() < deadline:
                 self._receive(self._pubsub.get_message(timeout=max(0.0, deadline - time.monotonic())))
