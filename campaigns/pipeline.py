@@ -42,12 +42,11 @@ from campaigns.transport import (
     smtp_settings,
 )
 from crm.extensions import db
-from crm.models import Campaign, Supporter
+from crm.models import Campaign
 from crm.queues import SEND_BATCH, queue
 from crm.redis_conn import get_redis
 from crm.segments import compiler
 from crm.segments.rules import RuleError, validate
-from crm.supporters.consent import record_consent
 from crm.supporters.withdrawn import WithdrawalWatch
 
 log = logging.getLogger(__name__)
@@ -226,6 +225,7 @@ class _InFlight:
     email: str
     message_id: str
     raw: bytes
+    sender: str
     error: DeliveryError | None = None
 
 
@@ -239,6 +239,9 @@ class _Batch:
         self.redis = redis
         self.renderer = Renderer.for_campaign(campaign)
         self.envelope_from = config.get("BOUNCE_ADDRESS") or campaign.sender.email
+        # VERP: each message's own return path, bounces+<campaign>.<message>@domain, so the
+        # bounce mailbox can tell which message came back even from a DSN that quotes nothing.
+        self.verp = bool(config.get("BOUNCE_VERP")) and "@" in self.envelope_from
         settings = smtp_settings(current_app)
         self.transport = SMTPTransport(settings, timeout=float(config["SMTP_TIMEOUT_SECONDS"]))
         self.slots = RelaySlots(redis, f"{settings['host']}:{settings['port']}",
@@ -320,7 +323,7 @@ class _Batch:
                 self._outcome(row.id, "suppressed", error="consent changed before sending")
                 continue
             if in_flight is not None:
-                self.transport.announce(self.envelope_from, person["email"])
+                self.transport.announce(self._envelope(row.id), person["email"])
             try:
                 msgid, raw = self.renderer.render_message(row.id, person)
             except ValueError as exc:  # e.g. an address no header can carry: this one fails, the rest go
@@ -340,7 +343,7 @@ class _Batch:
                 self.transport.withdraw()
                 self._outcome(row.id, "suppressed", error="consent withdrawn while sending")
                 continue
-            in_flight = self._start(_InFlight(i, row, person["email"], msgid, raw))
+            in_flight = self._start(_InFlight(i, row, person["email"], msgid, raw, self._envelope(row.id)))
         if in_flight is not None:
             self._settle(in_flight, rows)
         # If anything above raised, the row in flight stays `sending` and the sweep calls it
@@ -369,7 +372,7 @@ class _Batch:
     def _start(self, flight: _InFlight) -> _InFlight:
         """Hand the message to the relay; a refusal is kept for _settle to act on, in order."""
         try:
-            self.transport.start(self.envelope_from, flight.email, flight.raw)
+            self.transport.start(flight.sender, flight.email, flight.raw)
         except DeliveryError as exc:
             flight.error = exc
         return flight
@@ -385,7 +388,7 @@ class _Batch:
                 error = exc
         if not isinstance(error, TemporaryFailure):
             raise error
-        self._retry(flight.email, flight.raw, error)
+        self._retry(flight.sender, flight.email, flight.raw, error)
 
     def _settle(self, sent: _InFlight, rows: list) -> None:
         """Read the relay's verdict on the message in flight and record it."""
@@ -395,7 +398,7 @@ class _Batch:
         except PermanentFailure as exc:
             self._outcome(row.id, "bounced" if exc.user_unknown else "failed", error=str(exc), failed=True)
             if exc.user_unknown:
-                self._mark_bouncing(row.supporter_id, str(exc))
+                self._report_bounce(row.id, sent.email, exc)
         except UncertainDelivery as exc:
             self._outcome(row.id, "unknown", error=str(exc), failed=True)
         except TemporaryFailure as exc:
@@ -421,7 +424,7 @@ class _Batch:
             self.tokens = block
         self.tokens -= 1
 
-    def _retry(self, recipient: str, raw: bytes, error: TemporaryFailure) -> None:
+    def _retry(self, sender: str, recipient: str, raw: bytes, error: TemporaryFailure) -> None:
         """After a 4xx or a lost connection: SEND_RETRIES more tries, each on a fresh connection
         after a doubling pause; raises the last TemporaryFailure if none is accepted."""
         for attempt in range(self.retries):
@@ -429,7 +432,7 @@ class _Batch:
             self.heartbeat.beat()
             time.sleep(self.backoff * (2 ** attempt))
             try:
-                self.transport.deliver(self.envelope_from, recipient, raw)
+                self.transport.deliver(sender, recipient, raw)
                 return
             except TemporaryFailure as exc:
                 error = exc
@@ -454,12 +457,24 @@ class _Batch:
         else:
             queries.release(message_ids, self.holder, error=error)
 
-    def _mark_bouncing(self, supporter_id: int | None, reason: str) -> None:
+    def _envelope(self, message_id: int) -> str:
+        """The envelope sender (Return-Path) for one message: VERP-tagged when configured."""
+        if not self.verp:
+            return self.envelope_from
+        local, _, domain = self.envelope_from.rpartition("@")
+        return f"{local}+{self.campaign_id}.{message_id}@{domain}"
+
+    def _report_bounce(self, message_id: int, address: str, exc: PermanentFailure) -> None:
+        """The relay said the address does not exist: a hard bounce, applied by the one service
+        every bounce goes through (feedback/apply.py), like a relay's webhook or a DSN."""
+        from feedback.apply import apply_feedback
+        from feedback.types import Feedback, enhanced_status, scrub
+
         self.flush()
-        person = db.session.get(Supporter, supporter_id) if supporter_id else None
-        if person is not None and person.email_status == "subscribed":
-            record_consent(person, "bounce", "smtp", reason=reason[:500], campaign_id=self.campaign_id)
-            db.session.commit()
+        apply_feedback(Feedback(
+            provider="smtp", kind="bounce", event_id=f"message:{message_id}", address=address,
+            message_ref=f"{self.campaign_id}.{message_id}", hard=True,
+            status=enhanced_status(exc.reply) or str(exc.code or ""), detail=scrub(str(exc))))
 
     def flush(self) -> None:
         """Record outcomes, then check the error threshold."""
