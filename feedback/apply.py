@@ -330,3 +330,14 @@ def check_complaint_rate(campaign_id: int) -> bool:
         f"Paused automatically: {complaints} spam complaints for {sent:,} messages sent "
         f"({complaints / sent:.2%}), over the {limit:.1%} that Gmail and Yahoo enforce. Check the "
         "segment and the content before resuming."))
+
+
+def apply_all(feedback: list[Feedback]) -> list[Applied]:
+    """Apply a webhook request's feedback in one transaction (a SendGrid batch is one commit,
+    not a thousand), then check the complaint rate of the campaigns complained about."""
+    results = [apply_feedback(fb, commit=False) for fb in feedback]
+    db.session.commit()
+    for campaign_id in {r.campaign_id for fb, r in zip(feedback, results, strict=True)
+                        if fb.kind == "complaint" and r.outcome == "applied"}:
+        check_complaint_rate(campaign_id)
+    return results
