@@ -39,6 +39,8 @@ NOT_COMPLAINTS = ("not-spam", "auth-failure")
 # Plain-text NDRs flufl.bounce's detectors do not know (modern Exchange / Outlook wording).
 _EXCHANGE_START = re.compile(r"(Delivery has failed to these recipients or groups|"
                              r"Your message (couldn't|could not|wasn't|was not) (be )?delivered to)", re.IGNORECASE)
+_EXCHANGE_END = re.compile(r"Diagnostic information for administrators|Original message|^-{3,}",
+                           re.IGNORECASE | re.MULTILINE)
 _ANY_ADDRESS = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)+")
 
 
@@ -176,8 +178,6 @@ def _complaint(part: Message | None, report_id: str, base: dict) -> list[Feedbac
 def _heuristic(msg: Message, report_id: str, base: dict) -> list[Feedback] | None:
     from flufl.bounce import all_failures
 
-    if (msg.get("Auto-Submitted") or "").lower().startswith("auto-replied"):
-        return None  # an out-of-office reply, not a bounce
     try:
         temporary, permanent = all_failures(msg)
     except Exception:  # noqa: BLE001 - heuristic detectors on hostile mail: treat as not a bounce
@@ -187,7 +187,9 @@ def _heuristic(msg: Message, report_id: str, base: dict) -> list[Feedback] | Non
     for address in temporary:
         failures.setdefault(address.decode("ascii", "replace").lower(), False)
     if not failures and _EXCHANGE_START.search(text):
-        after = text[_EXCHANGE_START.search(text).end():][:2000]
+        # The recipients are listed right after the opening sentence, before the diagnostic
+        # section and the quoted original headers (which name other addresses).
+        after = _EXCHANGE_END.split(text[_EXCHANGE_START.search(text).end():], maxsplit=1)[0][:2000]
         for found in _ANY_ADDRESS.findall(after)[:20]:
             failures.setdefault(found.lower(), True)
     out = []
