@@ -90,12 +90,9 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
-        s = cls()
-        for name, value in asdict(s).items():
-            raw = os.environ.get(f"BENCH_SIGNING_{name.upper()}")
-            if raw not in (None, ""):
-                setattr(s, name, type(value)(raw))
-        return s
+        from bench import settings_from_env
+
+        return settings_from_env(cls(), "BENCH_SIGNING")
 
 
 # ---- the load process --------------------------------------------------------------------------

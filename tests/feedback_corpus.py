@@ -106,7 +106,8 @@ Content-Type: text/plain; charset="UTF-8"
 Your message wasn't delivered to {address} because the address couldn't be found, or is unable to receive mail.
 
 The response from the remote server was:
-550 5.1.1 The email account that you tried to reach does not exist. Please try double-checking the recipient's email address for typos or unnecessary spaces.
+550 5.1.1 The email account that you tried to reach does not exist. Please try double-checking the
+recipient's email address for typos or unnecessary spaces.
 
 --000000000000a1b2c4--
 

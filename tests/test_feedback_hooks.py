@@ -191,7 +191,8 @@ def test_ses_subscription_is_confirmed_only_on_an_sns_host(client, sns):
 def test_ses_topic_allow_list(client, sns, hooks_app):
     """With topic ARNs saved, another topic's notifications are refused."""
     save_provider("ses", {"enabled": True, "auto_confirm": True,
-                          "topic_arns": "arn:aws:sns:eu-west-1:123456789012:only-this"}, factories.make_staff("admin").id)
+                          "topic_arns": "arn:aws:sns:eu-west-1:123456789012:only-this"},
+                  factories.make_staff("admin").id)
     person = factories.make_supporter()
     message = sent_message(person)
     assert post_sns(client, sns.sign(sns_notification(ses_bounce(message, person.email)))).status_code == 403
@@ -241,8 +242,8 @@ def test_postmark_needs_its_credentials_and_allowed_address(client, hooks_app):
     before = snapshot()
     assert postmark(client, postmark_bounce(person.email), auth=None).status_code == 401
     assert postmark(client, postmark_bounce(person.email), auth=("postmark", "guess")).status_code == 401
-    save_provider("postmark", {"enabled": True, "username": "postmark", "ip_allowlist": "3.134.147.250\n50.31.156.0/24"},
-                  factories.make_staff("admin").id)
+    save_provider("postmark", {"enabled": True, "username": "postmark",
+                               "ip_allowlist": "3.134.147.250\n50.31.156.0/24"}, factories.make_staff("admin").id)
     assert postmark(client, postmark_bounce(person.email), environ_base={"REMOTE_ADDR": "203.0.113.9"}
                     ).status_code == 403
     assert snapshot() == before

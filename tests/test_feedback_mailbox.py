@@ -168,7 +168,8 @@ def test_the_cli_and_the_periodic_task_read_the_configured_mailbox(make_app, box
         box.append([corpus.postfix_dsn(other_message, other.email)])
         from crm.redis_conn import get_redis
 
-        ran = run_due(app, get_redis(app), "test-worker", tuple(t for t in PERIODIC if t.name == "fetch-bounce-mailbox"))
+        tasks = tuple(t for t in PERIODIC if t.name == "fetch-bounce-mailbox")
+        ran = run_due(app, get_redis(app), "test-worker", tasks)
         assert ran == ["fetch-bounce-mailbox"]
         db.session.expire_all()
         assert (person.email_status, other.email_status) == ("bouncing", "bouncing")

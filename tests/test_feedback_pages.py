@@ -131,8 +131,7 @@ def test_settings_page_saves_providers_and_never_shows_secrets(app, client_as):
     shown = admin.get("/settings/feedback/").text
     assert "key-very-secret-123" not in shown and "A secret is saved." in shown
     admin.post("/settings/feedback/mailgun", data={"mailgun-enabled": "y", "mailgun-secret": ""})
-    from feedback.settings import provider_settings
-    from feedback.settings import forget_cache
+    from feedback.settings import forget_cache, provider_settings
 
     forget_cache()
     assert provider_settings("mailgun").secret == "key-very-secret-123"

@@ -20,12 +20,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from sqlalchemy import exists, func, or_
+from sqlalchemy import case, exists, func, or_
 
 from crm import audit
 from crm.emails import InvalidEmail, normalise_email
 from crm.extensions import db
-from crm.models import Supporter, Suppression
+from crm.models import Supporter, Suppression, utcnow
 from crm.supporters import withdrawn
 
 REMOVABLE = ("bounced", "staff", "erased")
@@ -52,28 +52,39 @@ def entry_for(normalised_email: str) -> Suppression | None:
     return db.session.scalar(db.select(Suppression).where(Suppression.email_hash == email_hash(normalised_email)))
 
 
-def suppress(normalised_email: str, reason: str = "erased", *, detail: str = "", source: str = "",
-             campaign_id: int | None = None, added_by_id: int | None = None) -> Suppression:
-    """Put the address on the list (idempotent), in the caller's transaction; a sending campaign
-    skips its supporter from the commit on.
+def _insert():
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-    An existing entry keeps its reason and date, except that a complaint outranks every other
-    reason (it can never be removed), and erasure wipes the stored address (hash only)."""
-    entry = entry_for(normalised_email)
-    if entry is None:
-        entry = Suppression(email_hash=email_hash(normalised_email), reason=reason,
+    return (pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert)(Suppression)
+
+
+def suppress(normalised_email: str, reason: str = "erased", *, detail: str = "", source: str = "",
+             campaign_id: int | None = None, added_by_id: int | None = None,
+             supporter_ids: list[int] | None = None) -> None:
+    """Put the address on the list (idempotent), in the caller's transaction; a sending campaign
+    skips its supporter from the commit on (`supporter_ids` when the caller knows them).
+
+    One upsert on the unique hash: an existing entry keeps its reason and date, except that a
+    complaint outranks every other reason (it can never be removed), and erasure wipes the
+    stored address (hash only)."""
+    stmt = _insert().values(email_hash=email_hash(normalised_email), reason=reason,
                             email=None if reason == "erased" else normalised_email, detail=detail[:2000],
-                            source=source[:120], campaign_id=campaign_id, added_by_id=added_by_id)
-        db.session.add(entry)
-    elif reason == "complained" and entry.reason != "complained":
-        entry.reason, entry.detail, entry.source, entry.campaign_id = reason, detail[:2000], source[:120], campaign_id
-    if reason == "erased":
-        entry.email = None
-        if entry.reason != "complained":
-            entry.reason = "erased"
-    withdrawn.announce(db.session, db.session.scalars(
-        db.select(Supporter.id).where(Supporter.email == normalised_email)))
-    return entry
+                            source=source[:120], campaign_id=campaign_id, added_by_id=added_by_id, created_at=utcnow())
+    if reason == "complained":
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["email_hash"], where=Suppression.reason != "complained",
+            set_={"reason": stmt.excluded.reason, "detail": stmt.excluded.detail, "source": stmt.excluded.source,
+                  "campaign_id": stmt.excluded.campaign_id})
+    elif reason == "erased":
+        stmt = stmt.on_conflict_do_update(index_elements=["email_hash"], set_={
+            "email": None, "reason": case((Suppression.reason == "complained", "complained"), else_="erased")})
+    else:
+        stmt = stmt.on_conflict_do_nothing(index_elements=["email_hash"])
+    db.session.execute(stmt)
+    if supporter_ids is None:
+        supporter_ids = list(db.session.scalars(db.select(Supporter.id).where(Supporter.email == normalised_email)))
+    withdrawn.announce(db.session, supporter_ids)
 
 
 def lift_for_fresh_opt_in(normalised_email: str, reasons: tuple[str, ...]) -> Suppression | None:
@@ -122,11 +133,10 @@ def add_by_staff(address: str, staff_id: int, note: str = "") -> Suppression:
         raise SuppressionError(str(exc)) from None
     if is_suppressed(normalised):
         raise SuppressionError("This address is already on the suppression list.")
-    entry = suppress(normalised, "staff", detail=(note or "").strip(), source=f"staff:{staff_id}",
-                     added_by_id=staff_id)
-    audit.record("suppression.add", f"suppression:{entry.email_hash[:12]}", actor_id=staff_id)
+    suppress(normalised, "staff", detail=(note or "").strip(), source=f"staff:{staff_id}", added_by_id=staff_id)
+    audit.record("suppression.add", f"suppression:{email_hash(normalised)[:12]}", actor_id=staff_id)
     db.session.commit()
-    return entry
+    return entry_for(normalised)
 
 
 @dataclass
