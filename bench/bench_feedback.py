@@ -127,12 +127,9 @@ def run_phase(settings: Settings, port: int, phase: str, path: str | None = None
         "phase": phase, "port": port, "clients": n, "start_at": start_at, "seconds": settings.seconds,
         "path": path, "index": i, "of": settings.loaders})], cwd=ROOT, stdout=subprocess.PIPE, text=True)
         for i, n in enumerate(share)]
-    outs = []
-    for p in procs:
-        out, _ = p.communicate()
-        if p.returncode != 0:
-            raise RuntimeError(f"load process failed in the {phase} phase")
-        outs.append(json.loads(out))
+    from bench import collect_json
+
+    outs = collect_json(procs, phase)
     merged = {"requests": sum(o["requests"] for o in outs), "statuses": {}}
     for o in outs:
         for k, v in o["statuses"].items():
