@@ -90,12 +90,9 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
-        s = cls()
-        for name, value in asdict(s).items():
-            raw = os.environ.get(f"BENCH_SIGNING_{name.upper()}")
-            if raw not in (None, ""):
-                setattr(s, name, type(value)(raw))
-        return s
+        from bench import settings_from_env
+
+        return settings_from_env(cls(), "BENCH_SIGNING")
 
 
 # ---- the load process --------------------------------------------------------------------------
@@ -417,12 +414,9 @@ def run_phase(phase: str, settings: Settings, server: Gunicorn) -> dict:
     time.sleep(max(0.0, start_at + settings.warmup + settings.seconds - time.time()))
     server_ticks, pg_ticks = server.cpu_ticks() - server_before, _ticks_of(backends) - pg_before
     machine = _machine_ticks()
-    outs = []
-    for p in procs:
-        out, _ = p.communicate()
-        if p.returncode != 0:
-            raise RuntimeError(f"load process failed ({p.returncode}) in the {phase} phase")
-        outs.append(json.loads(out))
+    from bench import collect_json
+
+    outs = collect_json(procs, phase)
     merged: dict = {"latencies": {"hello": [], "form": [], "sign": []}, "statuses": Counter(), "errors": Counter(),
                     "accepted": [], "already": [], "refused": [], "uncertain": [], "signed_in_window": 0,
                     "cpu_seconds": 0.0}

@@ -43,13 +43,12 @@ from campaigns.transport import (
     smtp_settings,
 )
 from crm.extensions import db
-from crm.models import Campaign, Supporter
+from crm.models import Campaign
 from crm.queues import SEND_BATCH, queue
 from crm.redis_conn import get_redis
 from crm.segments import compiler
 from crm.segments.rules import RuleError, validate
 from crm.settings import org
-from crm.supporters.consent import record_consent
 from crm.supporters.withdrawn import WithdrawalWatch
 
 log = logging.getLogger(__name__)
@@ -235,6 +234,7 @@ class _InFlight:
     email: str
     message_id: str
     raw: bytes
+    sender: str
     error: DeliveryError | None = None
 
 
@@ -248,6 +248,9 @@ class _Batch:
         self.redis = redis
         self.renderer = Renderer.for_campaign(campaign)
         self.envelope_from = config.get("BOUNCE_ADDRESS") or campaign.sender.email
+        # VERP: each message's own return path, bounces+<campaign>.<message>@domain, so the
+        # bounce mailbox can tell which message came back even from a DSN that quotes nothing.
+        self.verp = bool(config.get("BOUNCE_VERP")) and "@" in self.envelope_from
         settings = smtp_settings(current_app)
         self.transport = SMTPTransport(settings, timeout=float(config["SMTP_TIMEOUT_SECONDS"]))
         self.slots = RelaySlots(redis, f"{settings['host']}:{settings['port']}",
@@ -329,7 +332,7 @@ class _Batch:
                 self._outcome(row.id, "suppressed", error="consent changed before sending")
                 continue
             if in_flight is not None:
-                self.transport.announce(self.envelope_from, person["email"])
+                self.transport.announce(self._envelope(row.id), person["email"])
             try:
                 msgid, raw = self.renderer.render_message(row.id, person)
             except ValueError as exc:  # e.g. an address no header can carry: this one fails, the rest go
@@ -343,7 +346,7 @@ class _Batch:
             if in_flight is not None:
                 self._settle(in_flight, rows)
                 in_flight = None
-            flight = _InFlight(i, row, person["email"], msgid, raw)
+            flight = _InFlight(i, row, person["email"], msgid, raw, self._envelope(row.id))
             if self._start(flight, [r.supporter_id for r in rows[i:]]):
                 in_flight = flight
             else:
@@ -380,7 +383,7 @@ class _Batch:
         refusal is kept in the flight for _settle to act on, in order."""
         supporter_id = flight.row.supporter_id
         try:
-            self.transport.start(self.envelope_from, flight.email, flight.raw,
+            self.transport.start(flight.sender, flight.email, flight.raw,
                                  proceed=lambda: not self._withdrawn(supporter_id, remaining))
         except Declined:
             return False
@@ -409,7 +412,7 @@ class _Batch:
         except PermanentFailure as exc:
             self._outcome(row.id, "bounced" if exc.user_unknown else "failed", error=str(exc), failed=True)
             if exc.user_unknown:
-                self._mark_bouncing(row.supporter_id, str(exc))
+                self._report_bounce(row.id, sent.email, exc)
         except UncertainDelivery as exc:
             self._outcome(row.id, "unknown", error=str(exc), failed=True)
         except _Withdrawn:
@@ -447,7 +450,7 @@ class _Batch:
             self.heartbeat.beat()
             time.sleep(self.backoff * (2 ** attempt))
             try:
-                self.transport.deliver(self.envelope_from, flight.email, flight.raw,
+                self.transport.deliver(flight.sender, flight.email, flight.raw,
                                        proceed=lambda: not self._withdrawn(supporter_id, [supporter_id]))
                 return
             except Declined:
@@ -475,12 +478,24 @@ class _Batch:
         else:
             queries.release(message_ids, self.holder, error=error)
 
-    def _mark_bouncing(self, supporter_id: int | None, reason: str) -> None:
+    def _envelope(self, message_id: int) -> str:
+        """The envelope sender (Return-Path) for one message: VERP-tagged when configured."""
+        if not self.verp:
+            return self.envelope_from
+        local, _, domain = self.envelope_from.rpartition("@")
+        return f"{local}+{self.campaign_id}.{message_id}@{domain}"
+
+    def _report_bounce(self, message_id: int, address: str, exc: PermanentFailure) -> None:
+        """The relay said the address does not exist: a hard bounce, applied by the one service
+        every bounce goes through (feedback/apply.py), like a relay's webhook or a DSN."""
+        from feedback.apply import apply_feedback
+        from feedback.types import Feedback, enhanced_status, scrub
+
         self.flush()
-        person = db.session.get(Supporter, supporter_id) if supporter_id else None
-        if person is not None and person.email_status == "subscribed":
-            record_consent(person, "bounce", "smtp", reason=reason[:500], campaign_id=self.campaign_id)
-            db.session.commit()
+        apply_feedback(Feedback(
+            provider="smtp", kind="bounce", event_id=f"message:{message_id}", address=address,
+            message_ref=f"{self.campaign_id}.{message_id}", hard=True,
+            status=enhanced_status(exc.reply) or str(exc.code or ""), detail=scrub(str(exc))))
 
     def flush(self) -> None:
         """Record outcomes, then check the error threshold."""

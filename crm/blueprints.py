@@ -17,7 +17,11 @@ def register_blueprints(app: Flask) -> None:
     from crm.settings import bp as settings
     from crm.staff import bp as staff
     from crm.supporters import bp as supporters
+    from feedback.pages import bp as deliverability
+    from feedback.settings import bp as feedback_settings
+    from feedback.views import bp as hooks
 
     for blueprint in (auth, dashboard, supporters, petitions, segments, campaigns, reports,
-                      settings, staff, outbox, public, imports, unsubscribe):
+                      settings, staff, outbox, public, imports, unsubscribe, hooks, deliverability,
+                      feedback_settings):
         app.register_blueprint(blueprint)

@@ -116,6 +116,7 @@ def init_app(app: Flask) -> None:
     from campaigns.cli import campaigns_cli
     from crm.imports.cli import import_group
     from crm.supporters.cli import supporters_cli
+    from feedback.cli import bounces_cli, suppression_cli
 
     app.cli.add_command(users)
     app.cli.add_command(org_cli)
@@ -124,6 +125,8 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(demo_command)
     app.cli.add_command(supporters_cli)
     app.cli.add_command(campaigns_cli)
+    app.cli.add_command(bounces_cli)
+    app.cli.add_command(suppression_cli)
 
 
 def _create_app() -> Flask:

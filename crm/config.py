@@ -37,6 +37,10 @@ ENV_SETTINGS = (
     "ORG_TIMEZONE",
     "UNSUBSCRIBE_MAILTO",
     "BOUNCE_ADDRESS",
+    "BOUNCE_VERP",
+    "BOUNCE_MAILBOX_URL",
+    "SNS_ALLOWED_HOSTS",
+    "SNS_CA_FILE",
 )
 # Tunables, settable from the environment too; each must be a positive number.
 TUNABLES = {
@@ -45,6 +49,8 @@ TUNABLES = {
     "SEND_CHUNK_SIZE": int, "SEND_FLUSH_EVERY": int, "SEND_RETRIES": int, "SEND_RETRY_BACKOFF_SECONDS": float,
     "SEND_MAX_ATTEMPTS": int, "SEND_HEARTBEAT_SECONDS": int, "SEND_SWEEP_SECONDS": float,
     "SEND_ERROR_WINDOW": int, "SEND_ERROR_RATE": float,
+    "COMPLAINT_PAUSE_RATE": float, "COMPLAINT_PAUSE_MIN_DELIVERIES": int, "BOUNCE_MAILBOX_INTERVAL_SECONDS": float,
+    "FEEDBACK_MAX_AGE_SECONDS": float, "FEEDBACK_MAX_BODY_BYTES": int,
 }
 
 DEFAULTS = {
@@ -85,6 +91,17 @@ DEFAULTS = {
     "SEND_SWEEP_SECONDS": 30,  # how often a sending campaign is checked for dead batches
     "SEND_ERROR_WINDOW": 500,  # the error threshold looks at this many latest messages...
     "SEND_ERROR_RATE": 0.05,  # ...and pauses the campaign when this share of them failed
+    # Feedback after the send (feedback/): see the README, "Bounces and complaints".
+    "BOUNCE_VERP": "",  # "1": envelope sender local+<campaign>.<message>@domain of BOUNCE_ADDRESS
+    "BOUNCE_MAILBOX_URL": "",  # imaps://user:pass@host/INBOX or pop3s://user:pass@host
+    "BOUNCE_MAILBOX_INTERVAL_SECONDS": 300,  # how often a worker reads the bounce mailbox
+    "COMPLAINT_PAUSE_RATE": 0.003,  # a sending campaign pauses when its complaints pass this share...
+    "COMPLAINT_PAUSE_MIN_DELIVERIES": 1000,  # ...of its messages sent, once it has sent this many
+    "FEEDBACK_MAX_AGE_SECONDS": 300,  # timestamped webhooks older (or newer) than this are refused
+    "FEEDBACK_MAX_BODY_BYTES": 2 * 1024 * 1024,  # larger webhook bodies are refused (413)
+    # Hosts Amazon SNS certificates and subscription URLs may come from (https only).
+    "SNS_ALLOWED_HOSTS": "sns.*.amazonaws.com,sns.*.amazonaws.com.cn",
+    "SNS_CA_FILE": "",  # extra CA bundle for fetching them (tests, TLS-inspecting proxies)
 }
 
 
@@ -175,6 +192,7 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
             raise ConfigError("ORG_COUNTRY", f"must be an ISO 3166-1 two-letter code such as GB, not {country!r}")
     config["ORG_COUNTRY"] = country
 
+    _check_bounce_settings(config)
     try:
         limits.parse(config["SIGN_RATE_LIMIT"])
     except ValueError:
@@ -243,6 +261,22 @@ def parse_smtp_url(url: str) -> dict:
         "username": unquote(parts.username) if parts.username else None,
         "password": unquote(parts.password) if parts.password else None,
     }
+
+
+def _check_bounce_settings(config: dict) -> None:
+    verp = str(config.get("BOUNCE_VERP") or "").strip().lower()
+    if verp not in ("", "0", "1", "true", "false", "yes", "no", "on", "off"):
+        raise ConfigError("BOUNCE_VERP", "must be 1 or 0")
+    config["BOUNCE_VERP"] = verp in ("1", "true", "yes", "on")
+    if config["BOUNCE_VERP"] and "@" not in (config.get("BOUNCE_ADDRESS") or ""):
+        raise ConfigError("BOUNCE_VERP", "needs BOUNCE_ADDRESS, e.g. bounces@news.example.org")
+    if config.get("BOUNCE_MAILBOX_URL"):
+        from feedback.mailbox import MailboxError, parse_mailbox_url
+
+        try:
+            parse_mailbox_url(config["BOUNCE_MAILBOX_URL"])
+        except MailboxError as exc:
+            raise ConfigError("BOUNCE_MAILBOX_URL", str(exc)) from None
 
 
 def _check_base_url(url: str) -> None:

@@ -50,11 +50,28 @@ def _start_due_campaigns() -> object:
     return start_due()
 
 
+def _fetch_bounce_mailbox() -> object:
+    from flask import current_app
+
+    from feedback.mailbox import fetch
+
+    if not current_app.config.get("BOUNCE_MAILBOX_URL"):
+        return None
+    return fetch()
+
+
+def _mailbox_interval(config: dict) -> float:
+    # Unconfigured, the task only checks the setting again now and then.
+    return float(config["BOUNCE_MAILBOX_INTERVAL_SECONDS"]) if config.get("BOUNCE_MAILBOX_URL") else 60.0
+
+
 PERIODIC = (
     # Recovery from dead batches: within SEND_HEARTBEAT_SECONDS plus one interval of a death.
     Periodic("sweep-campaigns", lambda config: float(config["SEND_SWEEP_SECONDS"]), _sweep_campaigns),
     # Scheduled campaigns start within about a second of their time.
     Periodic("start-due-campaigns", lambda config: 1.0, _start_due_campaigns),
+    # The bounce mailbox, every few minutes when BOUNCE_MAILBOX_URL is set.
+    Periodic("fetch-bounce-mailbox", _mailbox_interval, _fetch_bounce_mailbox),
 )
 
 

@@ -43,4 +43,6 @@ def index():
         .order_by(Signature.id.desc())
         .limit(10)
     ).all()
-    return render_template("dashboard.html", figures=dashboard_figures(), recent=recent)
+    from feedback import health
+
+    return render_template("dashboard.html", figures=dashboard_figures(), recent=recent, health=health.window())

@@ -12,6 +12,14 @@ from crm.models.campaigns import (
     Message,
     SenderIdentity,
 )
+from crm.models.feedback import (
+    FEEDBACK_KINDS,
+    FEEDBACK_OUTCOMES,
+    PROVIDERS,
+    FeedbackEvent,
+    FeedbackProvider,
+    FeedbackRules,
+)
 from crm.models.imports import IMPORT_STATUSES, ImportJob
 from crm.models.petitions import (
     CONSENT_MODES,
@@ -27,6 +35,7 @@ from crm.models.supporters import (
     CONSENT_ACTIONS,
     EMAIL_STATUSES,
     STATUS_AFTER,
+    SUPPRESSION_REASONS,
     ConsentEvent,
     Supporter,
     Suppression,
@@ -40,5 +49,6 @@ __all__ = [
     "ConsentEvent", "Supporter", "Tag", "supporter_tag", "ConsentWording", "Suppression",
     "IMPORT_STATUSES", "ImportJob", "Segment", "CAMPAIGN_STATUSES", "EDITABLE_STATUSES",
     "ENGAGEMENT_KINDS", "MESSAGE_STATUSES", "Campaign", "EmailTemplate", "EngagementEvent", "Message",
-    "SenderIdentity", "OrgSettings",
+    "SenderIdentity", "OrgSettings", "FEEDBACK_KINDS", "FEEDBACK_OUTCOMES", "PROVIDERS", "FeedbackEvent",
+    "FeedbackProvider", "FeedbackRules", "SUPPRESSION_REASONS",
 ]

@@ -119,6 +119,13 @@ class Message(Base):
     sent_at: Mapped[datetime | None]
     opened_at: Mapped[datetime | None]
     clicked_at: Mapped[datetime | None]
+    # What the relay or the recipient's server reported afterwards (feedback/apply.py). The
+    # status stays `sent` for a bounce reported later, so the campaign's counters stay final;
+    # `bounced` is for a message the relay refused at once.
+    delivered_at: Mapped[datetime | None]
+    bounced_at: Mapped[datetime | None]
+    bounce_type: Mapped[str | None] = mapped_column(String(10))  # hard | soft
+    complained_at: Mapped[datetime | None]
 
     campaign: Mapped[Campaign] = relationship(primaryjoin="Campaign.id == foreign(Message.campaign_id)")
 

@@ -92,6 +92,11 @@ class ConsentEvent(Base):
     supporter: Mapped[Supporter] = relationship(back_populates="consent_events")
 
 
+# Unsubscribes per campaign (list health): only events carrying a campaign, a small slice.
+Index("ix_consent_event_campaign_id_action", ConsentEvent.campaign_id, ConsentEvent.action,
+      postgresql_where=ConsentEvent.campaign_id.is_not(None), sqlite_where=ConsentEvent.campaign_id.is_not(None))
+
+
 class Tag(Base):
     __tablename__ = "tag"
 
@@ -104,12 +109,25 @@ class Tag(Base):
     )
 
 
+SUPPRESSION_REASONS = ("bounced", "complained", "erased", "staff")
+
+
 class Suppression(Base):
-    """Addresses never to be mailed again, kept only as a SHA-256 of the normalised address."""
+    """Addresses never to be mailed again, found by the SHA-256 of the normalised address.
+
+    `email` keeps the address itself for staff to read (bounced, complained, added by staff);
+    it is NULL for erased supporters, who stay on the list by hash only. A complaint can never
+    be removed; the rest can, by staff with a reason (crm/supporters/suppression.py).
+    """
 
     __tablename__ = "suppression"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     email_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    email: Mapped[str | None] = mapped_column(String(320))
     reason: Mapped[str] = mapped_column(String(40), default="erased")
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    detail: Mapped[str] = mapped_column(Text, default="")  # diagnostic, or staff's note
+    source: Mapped[str] = mapped_column(String(120), default="")  # bounce:ses, staff:3, upload:3 ...
+    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaign.id", ondelete="SET NULL"))
+    added_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff_user.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

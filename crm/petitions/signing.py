@@ -23,7 +23,7 @@ from crm.models import STATUS_AFTER, Signature, Supporter, utcnow
 from crm.petitions import queries
 from crm.petitions.service import PublicPetition, Wording, find_public, form_version, wording_for_form
 from crm.supporters.consent import record_consent
-from crm.supporters.suppression import email_hash, is_suppressed
+from crm.supporters.suppression import email_hash, entry_for, lift_for_fresh_opt_in
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,8 @@ def _sign(petition: PublicPetition, email: str, wording: Wording, form_data: dic
           user_agent: str | None) -> SignResult:
     source = f"petition:{petition.slug}"
 
-    if is_suppressed(email):
+    listed = entry_for(email)
+    if listed is not None and listed.email is None:
         # The address asked to be forgotten: count the signature, store nothing about them.
         signature = Signature(petition_id=petition.id, supporter_id=None,
                               source=_signature_source(form_data))
@@ -158,29 +159,51 @@ def _sign(petition: PublicPetition, email: str, wording: Wording, form_data: dic
     db.session.add(signature)
 
     event = None
-    action = _consent_action(supporter.email_status) if _wants_updates(wording, form_data) else None
+    ticked = wording.mode == "checkbox" and bool(form_data.get("consent"))
+    action = _consent_action(supporter.email_status, ticked) if _wants_updates(wording, form_data) else None
+    reason = ""
+    if action and listed is not None:
+        action, reason = _lift_suppression(email, listed.reason, ticked)
     if action:
         event = record_consent(supporter, action, source[:EVENT_SOURCE_MAX], wording=wording.text,
                                wording_version=wording.version, wording_id=wording.id,
-                               ip=ip, user_agent=user_agent)
+                               ip=ip, user_agent=user_agent, reason=reason)
     db.session.flush()
     return SignResult(signature_id=signature.id, supporter_id=supporter.id,
                       consent_event_id=event.id if event is not None else None)
 
 
-def _consent_action(email_status: str) -> str | None:
+def _consent_action(email_status: str, ticked: bool) -> str | None:
     """Which consent event a signer who agreed to updates gets, given their current status.
 
     A repeat opt-in by a subscribed supporter is still recorded: it proves consent to this
-    petition's wording. Complained supporters are never resubscribed by a form (they told
-    their mailbox provider we were spam); bouncing ones are, as they just typed the address.
+    petition's wording. Bouncing supporters are resubscribed, as they just typed the address.
+    Complained supporters told their mailbox provider we were spam: only a fresh, explicit
+    opt-in brings them back, the consent box ticked on a checkbox-mode petition; implied
+    consent never does.
     """
+    if email_status == "complained":
+        return "resubscribe" if ticked else None
     return {
         "never_subscribed": "opt_in",
         "subscribed": "opt_in",
         "unsubscribed": "resubscribe",
         "bouncing": "resubscribe",
     }.get(email_status)
+
+
+def _lift_suppression(email: str, reason: str, ticked: bool) -> tuple[str | None, str]:
+    """A signer on the suppression list who opted in afresh: (consent action, its reason).
+
+    Their own fresh opt-in lifts a bounce entry, and a complaint entry only with the box
+    ticked; an entry staff added stays, and the signature subscribes no one."""
+    if reason == "bounced":
+        lift_for_fresh_opt_in(email, ("bounced",))
+        return "resubscribe", "opted in afresh on a petition after the address had bounced"
+    if reason == "complained" and ticked:
+        lift_for_fresh_opt_in(email, ("complained",))
+        return "resubscribe", "fresh explicit opt-in (consent box ticked) after a spam complaint"
+    return None, ""
 
 
 def _profile_values(form_data: dict) -> dict[str, str]:

@@ -31,7 +31,7 @@ from crm.segments.compiler import segment_condition
 from crm.segments.rules import RuleError, validate
 from crm.supporters.consent import record_consent
 from crm.supporters.fields import PROFILE_LIMITS, too_long
-from crm.supporters.suppression import is_suppressed, suppress
+from crm.supporters.suppression import REMOVABLE, entry_for, suppress
 
 PAGE_SIZE = 50
 EXPORT_BATCH = 2000
@@ -466,7 +466,11 @@ def staff_resubscribe(supporter: Supporter, staff_id: int, reason: str) -> Conse
         raise SupporterError(
             f"This supporter is {supporter.email_status.replace('_', ' ')}: only unsubscribed or "
             "bouncing supporters can be resubscribed by staff.")
-    if supporter.email and is_suppressed(supporter.email):
+    listed = entry_for(supporter.email) if supporter.email else None
+    if listed is not None and listed.reason in REMOVABLE:
+        raise SupporterError(f"This address is on the suppression list ({listed.reason}). Remove it from the "
+                             "list first, with a reason, if the supporter really asked to rejoin.")
+    if listed is not None:
         raise SupporterError("This address is on the suppression list and can never be mailed again.")
     event = record_consent(supporter, "resubscribe", f"staff:{staff_id}", reason=reason[:2000])
     db.session.commit()
