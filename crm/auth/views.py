@@ -6,6 +6,7 @@ from crm.auth.forms import LoginForm
 from crm.auth.permissions import public, requires
 from crm.extensions import db, login_manager
 from crm.models import StaffUser, utcnow
+from crm.security_headers import NOBODY, framed_by
 from crm.urls import is_safe_next
 
 
@@ -16,6 +17,7 @@ def load_user(user_id: str):
 
 @bp.route("/login", methods=["GET", "POST"])
 @public
+@framed_by(NOBODY)  # public, but a staff page
 def login():
     if current_user.is_authenticated:
         return redirect(url_for("dashboard.index"))
