@@ -10,6 +10,7 @@ from crm.imports import bp, service
 from crm.imports.engine import file_info
 from crm.imports.forms import OptionsForm, UploadForm
 from crm.imports.rows import FIELDS
+from crm.input_guard import accepts_files
 from crm.models import ImportJob, Petition
 
 
@@ -26,6 +27,7 @@ def index():
 
 @bp.route("/new", methods=["GET", "POST"])
 @requires("write")
+@accepts_files("file")
 def new():
     form = UploadForm()
     if form.validate_on_submit():
