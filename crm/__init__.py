@@ -18,7 +18,7 @@ def instance_folder() -> Path:
 
 def create_app(config: dict | None = None) -> Flask:
     """Build the app from environment settings, overridden by `config` (as tests do)."""
-    from crm import errors, filters, input_guard, security_headers
+    from crm import cross_origin, errors, filters, input_guard, security_headers
     from crm.auth import permissions
     from crm.blueprints import register_blueprints
     from crm.config import load_config
@@ -51,6 +51,7 @@ def create_app(config: dict | None = None) -> Flask:
     register_blueprints(app)
     permissions.init_app(app)  # before CSRF: a forbidden request is a 403, not a 400
     input_guard.init_app(app)  # before anything reads the form
+    cross_origin.init_app(app)
     csrf.init_app(app)
     errors.init_app(app)
     filters.init_app(app)

@@ -32,6 +32,7 @@ ENV_SETTINGS = (
     "SEND_RATE_PER_SECOND",
     "CRM_ENV",
     "SIGN_REDIRECT_HOSTS",
+    "SIGN_TRUSTED_ORIGINS",
     "SIGN_RATE_LIMIT",
     "ORG_TIMEZONE",
     "UNSUBSCRIBE_MAILTO",
@@ -67,6 +68,7 @@ DEFAULTS = {
     "SIGNATURE_COUNT_CACHE_SECONDS": 5.0,  # how long public pages may show a cached signature count
     "PUBLIC_PAGE_CACHE_SECONDS": 1.0,  # each web process reuses a rendered petition page this long
     "SIGN_REDIRECT_HOSTS": "",  # comma-separated hosts petitions may redirect signers to
+    "SIGN_TRUSTED_ORIGINS": "",  # comma-separated origins whose pages may post to this app (crm.cross_origin)
     "ORG_TIMEZONE": "UTC",  # campaign schedules are entered and shown in this zone
     "UNSUBSCRIBE_MAILTO": "",  # an address for mailto: List-Unsubscribe (optional)
     "BOUNCE_ADDRESS": "",  # envelope sender (Return-Path); the sender identity's address if empty
@@ -113,6 +115,7 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
     if config.get("SMTP_URL"):
         parse_smtp_url(config["SMTP_URL"])
     _check_base_url(config["BASE_URL"])
+    config["SIGN_TRUSTED_ORIGINS"] = parse_origins(config["SIGN_TRUSTED_ORIGINS"], "SIGN_TRUSTED_ORIGINS")
     try:
         rate = float(config["SEND_RATE_PER_SECOND"])
     except (TypeError, ValueError):
@@ -208,3 +211,33 @@ def _check_base_url(url: str) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError("BASE_URL", f"must be an absolute http(s) URL, not {url!r}")
+
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def origin_of(url: str) -> str | None:
+    """The origin of an http(s) URL as a browser writes it in `Origin` (RFC 6454 section 6.2):
+    `scheme://host[:port]`, lower-cased, the default port left out; None for anything else."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme, host = parts.scheme.lower(), (parts.hostname or "")
+    if scheme not in DEFAULT_PORTS or not host:
+        return None
+    host = f"[{host}]" if ":" in host else host  # an IPv6 literal keeps its brackets
+    return f"{scheme}://{host}" + (f":{port}" if port and port != DEFAULT_PORTS[scheme] else "")
+
+
+def parse_origins(value, variable: str) -> frozenset[str]:
+    """A comma-separated list (or any iterable) of origins, each `https://host[:port]` with no path."""
+    items = [v.strip() for v in value.split(",")] if isinstance(value, str) else [str(v).strip() for v in value]
+    origins = set()
+    for item in filter(None, items):
+        origin = origin_of(item)
+        if origin is None or urlsplit(item).path not in ("", "/") or urlsplit(item).query:
+            raise ConfigError(variable, f"{item!r} is not an origin; write it as https://www.example.org")
+        origins.add(origin)
+    return frozenset(origins)

@@ -1,4 +1,4 @@
-"""A supporter signs a public petition in a real browser: CSRF cookie and token, thank-you page, the count."""
+"""A supporter signs a public petition in a real browser: thank-you page, the count, no cookie."""
 
 from __future__ import annotations
 
@@ -45,3 +45,4 @@ def test_supporter_signs_a_petition(live_server, page, screenshot_dir):
                              .where(Signature.supporter_id == supporter.id)) == 1
     (event,) = db.session.scalars(db.select(ConsentEvent).where(ConsentEvent.supporter_id == supporter.id)).all()
     assert event.action == "opt_in" and event.wording == wording and event.ip == "127.0.0.1"
+    assert page.context.cookies() == []  # the public pages set none
