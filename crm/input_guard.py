@@ -54,6 +54,23 @@ def strip_control_characters(text: str) -> str:
     return CONTROL_CHARACTERS.sub("", text)
 
 
+# The largest value of an INTEGER column (ids, versions); PostgreSQL refuses more, SQLite past 2**63.
+INTEGER_MAX = 2**31 - 1
+
+
+def positive_int(value) -> int | None:
+    """A whole number from a request that fits an INTEGER column (1 .. 2**31-1), else None.
+
+    For ids and versions in query arguments and form fields: int() takes "9" * 30, which the
+    database refuses when it arrives as a parameter (a 500), and takes "-1", which names nothing.
+    """
+    try:
+        number = int(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+    return number if 0 < number <= INTEGER_MAX else None
+
+
 def accepts_files(*names: str) -> Callable:
     """Mark a view as taking uploaded files in the form fields `names` (any other file part is a 400)."""
     def mark(view: Callable) -> Callable:

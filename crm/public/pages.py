@@ -13,9 +13,9 @@ CPU, for a page that is the same for every visitor. Here each process keeps, per
 
 The lifetime is PUBLIC_PAGE_CACHE_SECONDS (default 1 s), never longer than
 SIGNATURE_COUNT_CACHE_SECONDS; the pages tell caches in front of the app (a CDN, nginx) the
-same with `Cache-Control: public, max-age=PUBLIC_PAGE_CACHE_SECONDS` (crm.public.views). An edit, publish or close in this process drops the
-petition's entries at once (service.petition_changed); other processes follow within the
-lifetime. Nothing a signature depends on is trusted from here: the sign statement checks
+same, `Cache-Control: public, max-age=<lifetime>` (crm.public.views). An edit, publish or
+close in this process drops the petition's entries at once (service.petition_changed); other
+processes follow within the lifetime. Nothing a signature depends on is trusted from here: the sign statement checks
 in the database that the petition is open and reads the wording version the form showed
 (crm.petitions.queries), and every other path reads the petition afresh.
 """

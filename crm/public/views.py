@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import abort, current_app, redirect, render_template, request, url_for
+from flask import abort, redirect, render_template, request, url_for
 
 from crm.auth.permissions import public
 from crm.cross_origin import CrossOriginRequest
