@@ -1,10 +1,11 @@
 """Garbage to every route, as anonymous and as each role: whatever arrives, never a 5xx.
 
 The walker first asks each route (as the role walking it, if that role may use it) which query
-arguments, form fields and JSON it reads (the request's MultiDicts note every name looked up), then sends each of those fields:
-a NUL and other control characters, a file part, 100 KB of text, invalid UTF-8 (escaped and
-raw, urlencoded and multipart), repeated keys, and numbers no column can hold; JSON routes get
-documents with the same in them, nested too deep, of the wrong shape, and not UTF-8.
+arguments, form fields and JSON it reads (the request's MultiDicts note every name looked
+up), then sends each of those fields a NUL and other control characters, a file part, 100 KB
+of text, invalid UTF-8 (escaped and raw, urlencoded and multipart), repeated keys, and
+numbers no column can hold; JSON routes get documents with the same in them, nested too
+deep, of the wrong shape, and not UTF-8.
 Rows behind every URL id are real (tests/walk.py), so requests reach the views' work.
 """
 

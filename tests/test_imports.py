@@ -101,6 +101,20 @@ def test_windows_1252_semicolons_quoted_newline_blank_lines_extra_columns(app, t
     assert comment == "Line one\nline two"
 
 
+def test_control_characters_in_cells_are_removed(app, tmp_path):
+    """NUL (past the sniffed sample, where it is not taken for a binary file), escapes and C1 characters
+    in cells and headers are dropped as the file is read, on both databases; tabs and line breaks stay."""
+    filler = "".join(f"filler{i}@example.org,Filler,ok\n" for i in range(3000))  # more than SAMPLE_BYTES
+    text = ("Email,First name,Comm\x01ent\n" + filler
+            + 'nul@example.org,Ada\x00\x00,"tab\there\x1b[0m\nnext\x85line"\n')
+    job = do_import(tmp_path, text, mapping={"Comment": "comment"}, petition_id=factories.make_petition().id)
+    assert (job.rejected_count, job.created_count) == (0, 3001)
+    assert supporter("nul@example.org").first_name == "Ada"
+    comment = db.session.scalar(db.select(Signature.comment).join(Supporter)
+                                .filter(Supporter.email == "nul@example.org"))
+    assert comment == "tab\there[0m\nnextline"
+
+
 def test_duplicates_invalid_emails_bad_dates_and_the_rejected_file(app, tmp_path):
     """Mixed-case duplicates, invalid/missing emails and bad dates are rejected with reasons; counts add up."""
     text = ("Email,First name,Signed at,Other\n"
