@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
@@ -18,7 +17,7 @@ def instance_folder() -> Path:
 
 def create_app(config: dict | None = None) -> Flask:
     """Build the app from environment settings, overridden by `config` (as tests do)."""
-    from crm import cross_origin, errors, filters, input_guard, security_headers
+    from crm import cross_origin, errors, filters, input_guard, logs, security_headers
     from crm.auth import permissions
     from crm.blueprints import register_blueprints
     from crm.config import load_config
@@ -33,7 +32,7 @@ def create_app(config: dict | None = None) -> Flask:
     )
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     app.config.update(load_config(app.instance_path, config))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.init_app(app)
 
     if app.config.get("PROXY_COUNT"):
         from werkzeug.middleware.proxy_fix import ProxyFix
