@@ -45,6 +45,8 @@ TUNABLES = {
     "SEND_CHUNK_SIZE": int, "SEND_FLUSH_EVERY": int, "SEND_RETRIES": int, "SEND_RETRY_BACKOFF_SECONDS": float,
     "SEND_MAX_ATTEMPTS": int, "SEND_HEARTBEAT_SECONDS": int, "SEND_SWEEP_SECONDS": float,
     "SEND_ERROR_WINDOW": int, "SEND_ERROR_RATE": float,
+    "LOGIN_MAX_FAILURES": int, "LOGIN_ACCOUNT_MAX_FAILURES": int, "LOGIN_IP_MAX_FAILURES": int,
+    "LOGIN_WINDOW_SECONDS": int,
 }
 
 DEFAULTS = {
@@ -54,7 +56,9 @@ DEFAULTS = {
     "ORG_NAME": "Refugee Rights Network",
     "ORG_POSTAL_ADDRESS": "",
     "SEND_RATE_PER_SECOND": "50",
-    "LOGIN_MAX_FAILURES": 10,
+    "LOGIN_MAX_FAILURES": 10,  # failed sign-ins per account from one IP address (crm.auth.throttle)
+    "LOGIN_ACCOUNT_MAX_FAILURES": 100,  # per account, from every address together
+    "LOGIN_IP_MAX_FAILURES": 50,  # per IP address, across accounts
     "LOGIN_WINDOW_SECONDS": 15 * 60,
     "WTF_CSRF_TIME_LIMIT": None,
     "SESSION_COOKIE_HTTPONLY": True,

@@ -23,8 +23,6 @@ from collections.abc import Callable
 
 from flask import Flask, current_app, request
 
-from crm.auth.permissions import PUBLIC, access_rule
-
 NOBODY, SELF, ANYONE = "'none'", "'self'", "*"
 X_FRAME_OPTIONS = {NOBODY: "DENY", SELF: "SAMEORIGIN"}  # there is no X-Frame-Options for "anyone"
 _FRAME_ANCESTORS = re.compile(r"(?:^|;)\s*frame-ancestors\s+([^;]*)", re.IGNORECASE)
@@ -44,6 +42,8 @@ def framed_by(ancestors: str) -> Callable:
 
 def frame_ancestors_for(endpoint: str | None) -> str:
     """Who may frame the answer of `endpoint`, by the rules above."""
+    from crm.auth.permissions import PUBLIC, access_rule  # here: crm.auth's views import this module
+
     if endpoint is None:
         return NOBODY
     view = current_app.view_functions.get(endpoint)

@@ -2,6 +2,7 @@
 
 import pytest
 
+from crm.models import staff as staff_model
 from crm.urls import is_safe_next
 from tests import factories
 
@@ -42,8 +43,12 @@ def test_deactivated_staff_cannot_sign_in(app, client):
     assert login(client, user.email, factories.PASSWORD).status_code == 401
 
 
-def test_account_is_throttled_after_ten_failures(app, client):
-    """The eleventh try is refused even with the right password, with a clear message."""
+def login_from(client, ip, email, password):
+    return client.post("/login", data={"email": email, "password": password}, environ_base={"REMOTE_ADDR": ip})
+
+
+def test_account_is_throttled_after_ten_failures_from_one_address(app, client):
+    """The eleventh try from the same address is refused even with the right password, with a clear message."""
     user = factories.make_staff("admin")
     for _ in range(10):
         assert login(client, user.email, "nope").status_code == 401
@@ -52,20 +57,59 @@ def test_account_is_throttled_after_ten_failures(app, client):
     assert b"Too many failed sign-in attempts" in response.data
 
 
-def test_ip_is_throttled_across_accounts(app, client):
-    """Guessing many accounts from one address is throttled too."""
+def test_guessing_from_elsewhere_does_not_lock_the_owner_out(app):
+    """Ten wrong passwords from an attacker's address lock that address out of the account, not its owner."""
     user = factories.make_staff("admin")
-    for n in range(10):
-        login(client, f"nobody{n}@example.org", "nope")
-    assert login(client, user.email, factories.PASSWORD).status_code == 429
+    for _ in range(10):
+        login_from(app.test_client(), "198.51.100.66", user.email, "nope")
+    assert login_from(app.test_client(), "198.51.100.66", user.email, factories.PASSWORD).status_code == 429
+    assert login_from(app.test_client(), "203.0.113.5", user.email, factories.PASSWORD).status_code == 302
 
 
-def test_success_clears_the_account_counter(app, client):
-    """A correct sign-in resets the account's failures."""
+def test_an_account_has_a_ceiling_across_addresses(make_app):
+    """Guessing spread over many addresses meets the per-account ceiling (LOGIN_ACCOUNT_MAX_FAILURES)."""
+    app = make_app(LOGIN_ACCOUNT_MAX_FAILURES=5)
+    with app.app_context():
+        user = factories.make_staff("admin")
+        for n in range(5):
+            assert login_from(app.test_client(), f"198.51.100.{n}", user.email, "nope").status_code == 401
+        assert login_from(app.test_client(), "203.0.113.5", user.email, factories.PASSWORD).status_code == 429
+
+
+def test_one_address_has_a_ceiling_across_accounts(make_app):
+    """Guessing many accounts from one address meets the per-address ceiling (LOGIN_IP_MAX_FAILURES)."""
+    app = make_app(LOGIN_IP_MAX_FAILURES=5)
+    with app.app_context():
+        user = factories.make_staff("admin")
+        for n in range(5):
+            login_from(app.test_client(), "198.51.100.9", f"nobody{n}@example.org", "nope")
+        assert login_from(app.test_client(), "198.51.100.9", user.email, factories.PASSWORD).status_code == 429
+        assert login_from(app.test_client(), "203.0.113.5", user.email, factories.PASSWORD).status_code == 302
+
+
+def test_success_clears_the_failures_from_its_address(app, client):
+    """A correct sign-in resets the failures counted for the account from that address."""
     user = factories.make_staff("admin")
     for _ in range(9):
         login(client, user.email, "nope")
     assert login(client, user.email, factories.PASSWORD).status_code == 302
+    client.post("/logout")
+    for _ in range(9):
+        assert login(client, user.email, "nope").status_code == 401  # counting from zero again
+
+
+@pytest.mark.parametrize("case", ["known, wrong password", "unknown address", "deactivated, right password"])
+def test_every_failed_sign_in_costs_one_password_hash(app, client, monkeypatch, case):
+    """Known, unknown and deactivated addresses all run scrypt once, so timing tells no account apart."""
+    user = factories.make_staff("organizer", active=case != "deactivated, right password")
+    checks = []
+    real = staff_model.check_password_hash
+    monkeypatch.setattr(staff_model, "check_password_hash", lambda *args: checks.append(args[0][:7]) or real(*args))
+    email, password = {"known, wrong password": (user.email, "nope"),
+                       "unknown address": ("nobody@example.org", "nope"),
+                       "deactivated, right password": (user.email, factories.PASSWORD)}[case]
+    assert login(client, email, password).status_code == 401
+    assert checks == ["scrypt:"]
 
 
 @pytest.mark.parametrize("target,safe", [

@@ -6,6 +6,7 @@ from crm.auth.forms import LoginForm
 from crm.auth.permissions import public, requires
 from crm.extensions import db, login_manager
 from crm.models import StaffUser, utcnow
+from crm.models.staff import password_matches
 from crm.security_headers import NOBODY, framed_by
 from crm.urls import is_safe_next
 
@@ -35,8 +36,9 @@ def login():
             status = 429
         else:
             user = db.session.scalar(db.select(StaffUser).filter_by(email=email))
-            if user is not None and user.active and user.check_password(form.password.data):
-                throttle.clear_account(email)
+            # The password is checked before `active`, so a deactivated account costs what any other does.
+            if password_matches(user, form.password.data) and user.active:
+                throttle.clear_failures(email, ip)
                 user.last_login_at = utcnow()
                 db.session.commit()
                 login_user(user, remember=form.remember.data)
