@@ -41,7 +41,7 @@ and the per-IP limit (crm.public.throttle) still stand against scripts.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Container
 
 from flask import Flask, current_app, request
 from werkzeug.exceptions import Forbidden
@@ -66,8 +66,8 @@ def allow_cross_origin(view: Callable) -> Callable:
     return view
 
 
-def is_cross_origin(method: str, fetch_site: str | None, origin: str | None, own_origins: frozenset[str],
-                    trusted: frozenset[str]) -> bool:
+def is_cross_origin(method: str, fetch_site: str | None, origin: str | None, own_origins: Container[str],
+                    trusted: Container[str]) -> bool:
     """Whether a request with these headers is a browser's cross-origin request to refuse."""
     if method in SAFE_METHODS:
         return False
@@ -78,6 +78,16 @@ def is_cross_origin(method: str, fetch_site: str | None, origin: str | None, own
     return origin not in own_origins and origin not in trusted
 
 
+class _OwnOrigins:
+    """BASE_URL's origin, and (worked out only if asked) the one the current request was addressed to."""
+
+    def __init__(self, base: str | None):
+        self.base = base
+
+    def __contains__(self, origin: str) -> bool:
+        return origin == self.base or origin == origin_of(request.host_url)
+
+
 def check() -> None:
     """Raise CrossOriginRequest if the current request is a cross-origin request to refuse."""
     if request.method in SAFE_METHODS:
@@ -86,8 +96,7 @@ def check() -> None:
     if getattr(view, "cross_origin_allowed", False):
         return
     headers = request.headers
-    base, trusted = current_app.extensions["cross_origin"]
-    own = frozenset({base, origin_of(request.host_url)})
+    own, trusted = current_app.extensions["cross_origin"]
     if is_cross_origin(request.method, headers.get("Sec-Fetch-Site"), headers.get("Origin"), own, trusted):
         raise CrossOriginRequest()
 
@@ -98,6 +107,7 @@ def refused(exc: CrossOriginRequest):
 
 
 def init_app(app: Flask) -> None:
-    app.extensions["cross_origin"] = (origin_of(app.config["BASE_URL"]), app.config["SIGN_TRUSTED_ORIGINS"])
+    own = _OwnOrigins(origin_of(app.config["BASE_URL"]))
+    app.extensions["cross_origin"] = (own, app.config["SIGN_TRUSTED_ORIGINS"])
     app.before_request(check)
     app.register_error_handler(CrossOriginRequest, refused)
