@@ -68,6 +68,9 @@ class Entry:
     sign_page: Fragments | None = None
     embed_page: Fragments | None = None
     thanks_page: Fragments | None = None
+    # The last page served whole, as bytes: (embed?, count) -> body. Every visitor gets the same
+    # page until the count moves, so most views are this lookup.
+    served: tuple[tuple[bool, int], bytes] | None = None
 
 
 class PageCache:

@@ -139,19 +139,29 @@ def _cached_page(entry: pages.Entry, *, embed: bool) -> Fragments:
     return page
 
 
+def _served_page(entry: pages.Entry, *, embed: bool) -> bytes:
+    """The sign page (or embed page) as served now: the same bytes for everyone until the count moves."""
+    fragments = _cached_page(entry, embed=embed)  # also reads the count, the first time
+    key = (embed, entry.count)
+    served = entry.served
+    if served is not None and served[0] == key:
+        return served[1]
+    page = fragments.fill(progress(entry.petition, entry.count)).encode()
+    entry.served = (key, page)  # one assignment: threads sharing the entry see the old pair or the new
+    return page
+
+
 @bp.route("/p/<slug>")
 @public
 def petition(slug: str):
-    entry = _entry_or_404(slug)
-    return _cached_page(entry, embed=False).fill(progress(entry.petition, entry.count))
+    return _served_page(_entry_or_404(slug), embed=False)
 
 
 @bp.route("/p/<slug>/embed")
 @public
 @framed_by(ANYONE)
 def embed(slug: str):
-    entry = _entry_or_404(slug)
-    return _cached_page(entry, embed=True).fill(progress(entry.petition, entry.count))
+    return _served_page(_entry_or_404(slug), embed=True)
 
 
 @bp.route("/p/<slug>/sign", methods=["POST"])
