@@ -120,13 +120,14 @@ def check_request() -> None:
             raise BadInput("The address", CONTROL_PROBLEM)
     for source in (request.args, request.form):
         for name, value in source.items(multi=True):
-            if has_control_characters(name) or has_control_characters(value):
-                raise BadInput(f"The field {shown_name(name)}", CONTROL_PROBLEM)
+            # Werkzeug gives a multipart part without a usable name the name None.
+            if has_control_characters(name or "") or has_control_characters(value):
+                raise BadInput(f"The field {shown_name(name or '')}", CONTROL_PROBLEM)
     if request.files:
         allowed = getattr(current_app.view_functions.get(request.endpoint), "file_fields", frozenset())
         for name in request.files:
             if name not in allowed:
-                raise BadInput(f"The field {shown_name(name)}", "expects text, not a file")
+                raise BadInput(f"The field {shown_name(name or '')}", "expects text, not a file")
     if request.is_json:
         try:
             body = request.get_json(silent=True)  # cached: the view's own get_json costs nothing more

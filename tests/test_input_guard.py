@@ -126,3 +126,12 @@ def test_invalid_utf8_is_text_not_an_error(app, client):
     response = client.post(f"/p/{petition.slug}/sign", data=b"email=\xff\xfe&first_name=\xc3",
                            content_type="application/x-www-form-urlencoded")
     assert response.status_code == 400  # the body did not decode: an empty form, whose fields are required
+
+
+@pytest.mark.parametrize("disposition", ['form-data', 'form-data; name="a\r', 'form-data; name="\x00"'])
+def test_multipart_parts_with_odd_names_are_no_error(app, client, disposition):
+    """A part with no name, a broken one or a NUL in it is answered, not a 500 (Werkzeug may name it None)."""
+    petition = factories.make_petition()
+    body = f"--b\r\nContent-Disposition: {disposition}\r\n\r\nvalue\r\n--b--\r\n".encode()
+    response = client.post(f"/p/{petition.slug}/sign", data=body, content_type="multipart/form-data; boundary=b")
+    assert response.status_code == 400 and count(Signature) == 0
