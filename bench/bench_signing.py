@@ -33,6 +33,7 @@ One run:
 
     python -m bench signing
     python -m bench.bench_signing --seconds 10 --warmup 3      # flags override BENCH_SIGNING_*
+    python -m bench.bench_signing --breakdown                  # a POST's CPU in process, part by part
 """
 
 from __future__ import annotations
@@ -628,9 +629,119 @@ def _run(settings: Settings) -> list[dict]:
     ]
 
 
+# ---- where a POST's time goes, in process ------------------------------------------------------
+
+BREAKDOWN_ROUNDS = 3  # the best of three runs of each case: the one least disturbed by the machine's other work
+
+
+def _wsgi_caller(app):
+    """call(method, path, body) -> response bytes, through app.wsgi_app with an environ as gunicorn builds it."""
+    import io
+
+    def call(method: str, path: str, body: bytes = b"") -> bytes:
+        environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": "", "SERVER_NAME": "127.0.0.1",
+                   "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.url_scheme": "http",
+                   "wsgi.input": io.BytesIO(body), "wsgi.errors": sys.stderr, "wsgi.multithread": True,
+                   "wsgi.multiprocess": True, "wsgi.run_once": False, "REMOTE_ADDR": "127.0.0.1",
+                   "HTTP_HOST": "127.0.0.1:8000", "HTTP_USER_AGENT": "bench-signing/1.0", "HTTP_ACCEPT": "text/html"}
+        if body:
+            environ.update({"CONTENT_TYPE": "application/x-www-form-urlencoded", "CONTENT_LENGTH": str(len(body)),
+                            "HTTP_ORIGIN": "http://127.0.0.1:8000", "HTTP_SEC_FETCH_SITE": "same-origin"})
+        answer = []
+        chunks = app.wsgi_app(environ, lambda status, headers, exc_info=None: answer.append(status))
+        try:
+            page = b"".join(chunks)
+        finally:
+            getattr(chunks, "close", lambda: None)()
+        if not answer[0].startswith("200"):
+            raise RuntimeError(f"{method} {path}: {answer[0]}")
+        return page
+    return call
+
+
+def breakdown(settings: Settings, rounds: int = 2000) -> list[dict]:
+    """The web process's CPU for one sign POST, and each part's share, measured in process.
+
+    The whole POST runs through the WSGI app (no HTTP server, no load generator), then again
+    with one part at a time replaced by a stand-in that answers at once; the difference is
+    that part's cost. Server-side work of PostgreSQL and Redis is not in these figures (the
+    load run's CPU rows hold PostgreSQL's).
+    """
+    from unittest import mock
+
+    from crm import create_app
+    from crm.petitions.signing import SignResult
+    from crm.public import views
+
+    prepare_database(settings)
+    instance = tempfile.TemporaryDirectory(prefix="crm-bench-")
+    app = create_app({"CRM_ENV": "production", "SECRET_KEY": "bench-signing-not-a-secret",
+                      "INSTANCE_PATH": instance.name, "DATABASE_URL": settings.database_url,
+                      "REDIS_URL": settings.redis_url, "SIGN_RATE_LIMIT": settings.rate_limit})
+    call = _wsgi_caller(app)
+    version = VERSION_RE.search(call("GET", f"/p/{SLUG}")).group(1).decode()
+    signers = iter(range(10**9))
+
+    def post() -> bytes:
+        return call("POST", f"/p/{SLUG}/sign", urlencode({
+            "wording_version": version, "email": f"{SIGNER_PREFIX}breakdown-{next(signers)}@example.net",
+            "first_name": "Bench", "last_name": "Signer", "postal_code": "N1 9GU", "country": "GB", "comment": "",
+            "website": ""}).encode())
+
+    def cpu_us(request) -> float:
+        for _ in range(rounds // 10):  # warm
+            request()
+        started = time.process_time()
+        for _ in range(rounds):
+            request()
+        return (time.process_time() - started) / rounds * 1e6
+
+    def saved_us(stand_in) -> float:
+        """What the stand-in saves: the whole POST and the POST with it, measured side by side (tables grow)."""
+        best_whole = best_without = math.inf
+        for _ in range(BREAKDOWN_ROUNDS):
+            best_whole = min(best_whole, cpu_us(post))
+            with stand_in:
+                best_without = min(best_without, cpu_us(post))
+        return best_whole - best_without
+
+    checks = [f for f in app.before_request_funcs[None] if f.__name__ in ("guard", "check")]
+    checked = {"first_name": "Bench", "last_name": "Signer", "postal_code": "N1 9GU", "country": "GB",
+               "comment": "", "consent": False, "wording_version": version}
+    parts = {
+        "the sign statement (PostgreSQL: SQLAlchemy, psycopg, the round trip)":
+            mock.patch.object(views, "record_signature", lambda *args: SignResult(1, 1)),
+        "the per-IP limit (Redis: limits' moving window)": mock.patch.object(views.throttle, "allow_attempt",
+                                                                             lambda ip: True),
+        "the count bump (Redis: one script)": mock.patch.object(views.service, "signature_added", lambda pid: 10_001),
+        "checking the fields (quick_signature_data)": mock.patch.object(
+            views, "quick_signature_data", lambda form: {**checked, "email": form["email"]}),
+        "the input and cross-origin checks": mock.patch.dict(
+            app.before_request_funcs, {None: [f for f in app.before_request_funcs[None] if f not in checks]}),
+    }
+    with app.app_context():
+        hello = min(cpu_us(lambda: call("GET", HELLO_PATH)) for _ in range(BREAKDOWN_ROUNDS))
+        shares = {name: saved_us(stand_in) for name, stand_in in parts.items()}
+        whole = min(cpu_us(post) for _ in range(BREAKDOWN_ROUNDS))
+    instance.cleanup()
+    rest = whole - hello - sum(shares.values())
+    rows = [{"case": "GET /healthz", "value": f"{hello:.0f}", "unit": "us CPU",
+             "notes": f"the same app, in process; best of {BREAKDOWN_ROUNDS} runs of {rounds:,} requests"},
+            {"case": "sign POST, whole", "value": f"{whole:.0f}", "unit": "us CPU",
+             "notes": f"{hello / whole:.2f} of the hello world's cost (in process, so no HTTP parsing in either)"}]
+    rows += [{"case": f"  of which {name}", "value": f"{us:.0f}", "unit": "us CPU",
+              "notes": f"{us / whole:.0%}; the whole POST with and without it, side by side"}
+             for name, us in shares.items()]
+    rows.append({"case": "  of which the rest (form parsing, routing, hooks, the thank-you page)",
+                 "value": f"{rest:.0f}", "unit": "us CPU", "notes": f"{rest / whole:.0%} (beyond the hello world's)"})
+    return rows
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_signing", description=__doc__.split("\n")[0])
     parser.add_argument("--load", help=argparse.SUPPRESS)  # internal: one load process
+    parser.add_argument("--breakdown", action="store_true",
+                        help="instead of the load run: a sign POST's CPU in the web process, part by part")
     defaults = Settings.from_env()
     for name, value in asdict(defaults).items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value,
@@ -642,7 +753,8 @@ def main(argv: list[str]) -> int:
     from bench.__main__ import print_table
 
     settings = Settings(**{name: getattr(args, name) for name in asdict(defaults)})
-    print_table([{"benchmark": "signing", **row} for row in run(settings)])
+    rows = breakdown(settings) if args.breakdown else run(settings)
+    print_table([{"benchmark": "signing", **row} for row in rows])
     return 0
 
 
