@@ -85,7 +85,6 @@ class BadInput(Exception):
 
     def __init__(self, where: str, problem: str):
         super().__init__(f"{where} {problem}.")
-        self.where = where
 
 
 CONTROL_PROBLEM = "contains a control character (such as NUL), which is not accepted"

@@ -3,8 +3,9 @@
 CSRF: the sign forms carry no token. A browser's cross-origin POST is refused by Fetch
 Metadata (crm.cross_origin explains why that is the protection an anonymous form needs),
 answered here with the form back, filled in, and a 403. So the pages hold nothing specific to
-a visitor: the petition, embed and thank-you pages set no cookie and say
-`Cache-Control: public, max-age=PUBLIC_PAGE_CACHE_SECONDS`, for a CDN or proxy to serve.
+a visitor: the petition, embed and thank-you pages set no cookie and say `Cache-Control:
+public, max-age=<PUBLIC_PAGE_CACHE_SECONDS>` (the lifetime of crm.public.pages), for a CDN or
+proxy to serve.
 Answers that show what someone typed (a form sent back with an error) say `no-store`.
 
 The embed: /p/<slug>/embed may be framed by any site and posts to /p/<slug>/embed/sign. Its
