@@ -4,16 +4,9 @@ from flask_wtf import FlaskForm
 from wtforms import BooleanField, HiddenField, SelectField, StringField, TextAreaField
 from wtforms.validators import Length, Optional
 
+from crm.input_guard import positive_int
+
 CODE = {"spellcheck": "false", "autocapitalize": "off", "autocomplete": "off", "class": "code"}
-
-
-def _optional_int(value):
-    if value in (None, ""):
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
 
 
 class CampaignForm(FlaskForm):
@@ -21,12 +14,12 @@ class CampaignForm(FlaskForm):
     subject = StringField("Subject")
     preheader = StringField("Preheader (the inbox preview line)")
     # Choices are set by the view (active identities, segments); the service checks the ids.
-    sender_id = SelectField("From (sender identity)", coerce=_optional_int, validate_choice=False)
+    sender_id = SelectField("From (sender identity)", coerce=positive_int, validate_choice=False)
     reply_to = StringField("Reply-to (optional; the identity's own reply-to if empty)")
     mjml = TextAreaField("Body (MJML)", render_kw={"rows": 24, **CODE})
     text_body = TextAreaField("Plain-text part (leave empty to generate it from the HTML)",
                               render_kw={"rows": 10, **CODE})
-    segment_id = SelectField("Send to segment", coerce=_optional_int, validate_choice=False)
+    segment_id = SelectField("Send to segment", coerce=positive_int, validate_choice=False)
     track_opens = BooleanField("Track opens")
     track_clicks = BooleanField("Track clicks")
     version = HiddenField()

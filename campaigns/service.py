@@ -23,6 +23,7 @@ from crm import ROOT, audit
 from crm.clock import org_zone, to_local, to_utc
 from crm.emails import InvalidEmail, mask_email, normalise_email
 from crm.extensions import db
+from crm.input_guard import positive_int
 from crm.models import EDITABLE_STATUSES, Campaign, EmailTemplate, Message, Segment, SenderIdentity, Supporter
 from crm.segments.rules import referenced_campaign_ids
 from crm.segments.service import quoted, segments_mentioning
@@ -112,7 +113,7 @@ def clean_campaign(data: dict[str, Any], current: Campaign | None = None) -> dic
     sender_id = data.get("sender_id")
     values["sender_id"] = None
     if sender_id not in (None, ""):
-        sender = db.session.get(SenderIdentity, _int(sender_id) or 0)
+        sender = db.session.get(SenderIdentity, positive_int(sender_id) or 0)
         keeps_own = current is not None and sender is not None and current.sender_id == sender.id
         if sender is None or not (sender.is_active or keeps_own):
             _add(errors, "sender_id", "Choose one of the active sender identities.")
@@ -123,7 +124,7 @@ def clean_campaign(data: dict[str, Any], current: Campaign | None = None) -> dic
     segment_id = data.get("segment_id")
     values["segment_id"] = None
     if segment_id not in (None, ""):
-        segment = db.session.get(Segment, _int(segment_id) or 0)
+        segment = db.session.get(Segment, positive_int(segment_id) or 0)
         if segment is None:
             _add(errors, "segment_id", "That segment no longer exists.")
         else:
@@ -133,13 +134,6 @@ def clean_campaign(data: dict[str, Any], current: Campaign | None = None) -> dic
     if errors:
         raise Invalid(errors)
     return values
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
 
 
 def create_campaign(data: dict[str, Any], actor_id: int | None = None) -> Campaign:

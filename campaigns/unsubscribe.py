@@ -28,6 +28,7 @@ from flask_wtf.csrf import ValidationError, validate_csrf
 from campaigns import optout
 from campaigns.tokens import is_test_unsubscribe_token, read_unsubscribe_token
 from crm.auth.permissions import public
+from crm.cross_origin import allow_cross_origin
 from crm.extensions import csrf
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ def confirm(token: str):
 @bp.route("/u/<token>", methods=["POST"])
 @public
 @csrf.exempt  # the one-click POST has no session; the button branch checks CSRF itself
+@allow_cross_origin  # a mail client may send the one-click POST from anywhere; the token authorises it
 def unsubscribe(token: str):
     one_click = _is_one_click()
     # The button's CSRF check comes first, so a forged cross-site POST learns nothing about the token.

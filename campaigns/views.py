@@ -29,6 +29,7 @@ from crm.auth.permissions import can, requires
 from crm.clock import local_time, org_zone, to_local
 from crm.extensions import db
 from crm.forms import ActionForm, apply_errors, require_action_form
+from crm.input_guard import positive_int
 from crm.models import Campaign, EmailTemplate
 from crm.segments.rules import RuleError
 from crm.settings import org
@@ -89,7 +90,7 @@ def new():
     form = CampaignForm()
     _editor_choices(form, None)
     if request.method == "GET":
-        template_id = request.args.get("template_id", type=int)
+        template_id = request.args.get("template_id", type=positive_int)
         template = db.session.get(EmailTemplate, template_id) if template_id else None
         form.mjml.data = template.mjml if template else service.BLANK_MJML
         senders = service.active_senders()
@@ -121,7 +122,7 @@ def edit(campaign_id: int):
     if form.validate_on_submit():
         try:
             service.update_campaign(campaign, form.data_for_service(), current_user.id,
-                                    expected_version=request.form.get("version", type=int))
+                                    expected_version=request.form.get("version", type=positive_int))
         except service.Invalid as exc:
             apply_errors(form, exc.errors)
         except LifecycleError as exc:
@@ -163,7 +164,7 @@ def preview():
 def preview_page(campaign_id: int):
     """The saved campaign rendered as a supporter (or the sample), for a sandboxed iframe: no scripts."""
     campaign = _campaign_or_404(campaign_id)
-    rendered, problems, _ = service.render_preview(campaign, request.args.get("supporter_id", type=int))
+    rendered, problems, _ = service.render_preview(campaign, request.args.get("supporter_id", type=positive_int))
     if problems:
         items = "".join(f"<li>{escape(field)}: {escape(m)}</li>" for field, ms in problems.items() for m in ms)
         html = f"<!doctype html><meta charset=utf-8><p>This campaign cannot be rendered yet:</p><ul>{items}</ul>"
@@ -256,7 +257,7 @@ def test_send(campaign_id: int):
     campaign = _campaign_or_404(campaign_id)
     form = TestSendForm()
     if form.validate_on_submit():
-        supporter_id = int(form.supporter_id.data) if (form.supporter_id.data or "").isdigit() else None
+        supporter_id = positive_int(form.supporter_id.data)
         try:
             sent_to = lifecycle.send_test(campaign, form.addresses.data or "", supporter_id, current_user.id)
         except LifecycleError as exc:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
@@ -18,7 +17,7 @@ def instance_folder() -> Path:
 
 def create_app(config: dict | None = None) -> Flask:
     """Build the app from environment settings, overridden by `config` (as tests do)."""
-    from crm import errors, filters
+    from crm import cross_origin, errors, filters, input_guard, logs, security_headers
     from crm.auth import permissions
     from crm.blueprints import register_blueprints
     from crm.config import load_config
@@ -34,7 +33,7 @@ def create_app(config: dict | None = None) -> Flask:
     )
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     app.config.update(load_config(app.instance_path, config))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.init_app(app)
 
     if app.config.get("PROXY_COUNT"):
         from werkzeug.middleware.proxy_fix import ProxyFix
@@ -49,8 +48,11 @@ def create_app(config: dict | None = None) -> Flask:
     login_manager.login_view = "auth.login"
     login_manager.login_message = "Please sign in to continue."
     login_manager.login_message_category = "info"
+    security_headers.init_app(app)  # before the blueprints, so its hook has the last word
     register_blueprints(app)
     permissions.init_app(app)  # before CSRF: a forbidden request is a 403, not a 400
+    input_guard.init_app(app)  # before anything reads the form
+    cross_origin.init_app(app)
     csrf.init_app(app)
     errors.init_app(app)
     filters.init_app(app)

@@ -33,6 +33,7 @@ ENV_SETTINGS = (
     "SEND_RATE_PER_SECOND",
     "CRM_ENV",
     "SIGN_REDIRECT_HOSTS",
+    "SIGN_TRUSTED_ORIGINS",
     "SIGN_RATE_LIMIT",
     "ORG_TIMEZONE",
     "UNSUBSCRIBE_MAILTO",
@@ -51,6 +52,8 @@ TUNABLES = {
     "SEND_ERROR_WINDOW": int, "SEND_ERROR_RATE": float,
     "COMPLAINT_PAUSE_RATE": float, "COMPLAINT_PAUSE_MIN_DELIVERIES": int, "BOUNCE_MAILBOX_INTERVAL_SECONDS": float,
     "FEEDBACK_MAX_AGE_SECONDS": float, "FEEDBACK_MAX_BODY_BYTES": int,
+    "LOGIN_MAX_FAILURES": int, "LOGIN_ACCOUNT_MAX_FAILURES": int, "LOGIN_IP_MAX_FAILURES": int,
+    "LOGIN_WINDOW_SECONDS": int,
 }
 
 DEFAULTS = {
@@ -61,7 +64,9 @@ DEFAULTS = {
     "ORG_POSTAL_ADDRESS": "",
     "ORG_COUNTRY": "",  # ISO 3166-1 code; the public form's country select starts on it
     "SEND_RATE_PER_SECOND": "50",
-    "LOGIN_MAX_FAILURES": 10,
+    "LOGIN_MAX_FAILURES": 10,  # failed sign-ins per account from one IP address (crm.auth.throttle)
+    "LOGIN_ACCOUNT_MAX_FAILURES": 100,  # per account, from every address together
+    "LOGIN_IP_MAX_FAILURES": 50,  # per IP address, across accounts
     "LOGIN_WINDOW_SECONDS": 15 * 60,
     "WTF_CSRF_TIME_LIMIT": None,
     "SESSION_COOKIE_HTTPONLY": True,
@@ -75,6 +80,7 @@ DEFAULTS = {
     "SIGNATURE_COUNT_CACHE_SECONDS": 5.0,  # how long public pages may show a cached signature count
     "PUBLIC_PAGE_CACHE_SECONDS": 1.0,  # each web process reuses a rendered petition page this long
     "SIGN_REDIRECT_HOSTS": "",  # comma-separated hosts petitions may redirect signers to
+    "SIGN_TRUSTED_ORIGINS": "",  # comma-separated origins whose pages may post to this app (crm.cross_origin)
     "ORG_TIMEZONE": "UTC",  # campaign schedules are entered and shown in this zone
     "UNSUBSCRIBE_MAILTO": "",  # an address for mailto: List-Unsubscribe (optional)
     "BOUNCE_ADDRESS": "",  # envelope sender (Return-Path); the sender identity's address if empty
@@ -163,6 +169,7 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
     if config.get("SMTP_URL"):
         parse_smtp_url(config["SMTP_URL"])
     _check_base_url(config["BASE_URL"])
+    config["SIGN_TRUSTED_ORIGINS"] = parse_origins(config["SIGN_TRUSTED_ORIGINS"], "SIGN_TRUSTED_ORIGINS")
     try:
         rate = float(config["SEND_RATE_PER_SECOND"])
     except (TypeError, ValueError):
@@ -283,3 +290,33 @@ def _check_base_url(url: str) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError("BASE_URL", f"must be an absolute http(s) URL, not {url!r}")
+
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def origin_of(url: str) -> str | None:
+    """The origin of an http(s) URL as a browser writes it in `Origin` (RFC 6454 section 6.2):
+    `scheme://host[:port]`, lower-cased, the default port left out; None for anything else."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme, host = parts.scheme.lower(), (parts.hostname or "")
+    if scheme not in DEFAULT_PORTS or not host:
+        return None
+    host = f"[{host}]" if ":" in host else host  # an IPv6 literal keeps its brackets
+    return f"{scheme}://{host}" + (f":{port}" if port and port != DEFAULT_PORTS[scheme] else "")
+
+
+def parse_origins(value, variable: str) -> frozenset[str]:
+    """A comma-separated list (or any iterable) of origins, each `https://host[:port]` with no path."""
+    items = [v.strip() for v in value.split(",")] if isinstance(value, str) else [str(v).strip() for v in value]
+    origins = set()
+    for item in filter(None, items):
+        origin = origin_of(item)
+        if origin is None or urlsplit(item).path not in ("", "/") or urlsplit(item).query:
+            raise ConfigError(variable, f"{item!r} is not an origin; write it as https://www.example.org")
+        origins.add(origin)
+    return frozenset(origins)

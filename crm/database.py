@@ -8,6 +8,7 @@ from sqlalchemy import event, exc, text
 from sqlalchemy.engine import Engine
 
 from crm.extensions import db
+from crm.logs import ENGINE_DEFAULTS
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -69,6 +70,8 @@ def _ping_if_idle(engine: Engine):
 
 
 def init_database(app: Flask) -> None:
+    # hide_parameters: a failed statement's message never holds its values (crm.logs says why).
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {**ENGINE_DEFAULTS, **app.config["SQLALCHEMY_ENGINE_OPTIONS"]}
     db.init_app(app)
     with app.app_context():
         engine: Engine = db.engine

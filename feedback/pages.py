@@ -15,6 +15,7 @@ from wtforms.validators import DataRequired, Length
 
 from crm.auth.permissions import requires
 from crm.extensions import db
+from crm.input_guard import positive_int
 from crm.models import SUPPRESSION_REASONS, StaffUser, Suppression
 from crm.supporters import suppression
 from feedback import health
@@ -49,10 +50,7 @@ def _page(add_form=None, upload_form=None, status=200, upload_result=None):
     q = request.args.get("q", "")
     reason = request.args.get("reason", "")
     reason = reason if reason in SUPPRESSION_REASONS else ""
-    try:
-        after = int(request.args.get("after", "") or 0) or None
-    except ValueError:
-        after = None
+    after = positive_int(request.args.get("after"))
     entries = suppression.listing(q, reason, after, limit=suppression.PAGE_SIZE + 1)
     more = len(entries) > suppression.PAGE_SIZE
     entries = entries[:suppression.PAGE_SIZE]

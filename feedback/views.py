@@ -21,6 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from crm.auth.permissions import public
 from crm.extensions import csrf, db
+from crm.input_guard import reads_raw_body
 from feedback.apply import apply_all
 from feedback.providers import Incoming, generic, mailgun, postmark, sendgrid, ses
 from feedback.settings import provider_settings
@@ -60,6 +61,7 @@ def _body(limit: int) -> bytes:
 @bp.route("/<provider>", methods=["POST"])
 @public
 @csrf.exempt
+@reads_raw_body
 def receive(provider: str):
     parse = PARSERS.get(provider)
     if parse is None:

@@ -4,7 +4,7 @@ import pytest
 from werkzeug.routing import IntegerConverter
 
 from crm.auth.permissions import PUBLIC, ROLE_PERMISSIONS, access_rule
-from tests import factories
+from tests import walk
 
 ROLES = sorted(ROLE_PERMISSIONS)
 
@@ -21,16 +21,6 @@ def _endpoints(app):
         yield rule, method, values
 
 
-def _client_for(app, role):
-    client = app.test_client()
-    if role is not None:
-        user = factories.make_staff(role)
-        with client.session_transaction() as session:
-            session["_user_id"] = str(user.id)
-            session["_fresh"] = True
-    return client
-
-
 def test_every_endpoint_declares_an_access_rule(app):
     """A view without @requires or @public is a failure, not a silent open door."""
     missing = [rule.endpoint for rule, _, _ in _endpoints(app) if access_rule(app, rule.endpoint) is None]
@@ -43,9 +33,10 @@ def test_roles_reach_exactly_what_they_are_granted(app, role):
     with app.test_request_context():
         endpoints = list(_endpoints(app))
     problems = []
+    staff: dict[str, int] = {}
     for rule, method, values in endpoints:
         rule_access = access_rule(app, rule.endpoint)
-        client = _client_for(app, role)
+        client = walk.client_for(app, role, staff)
         url = app.url_map.bind("localhost").build(rule.endpoint, values)
         response = client.open(url, method=method)
         status = response.status_code

@@ -2,6 +2,7 @@
 
 import pytest
 
+from crm.models import staff as staff_model
 from crm.urls import is_safe_next
 from tests import factories
 
@@ -42,8 +43,12 @@ def test_deactivated_staff_cannot_sign_in(app, client):
     assert login(client, user.email, factories.PASSWORD).status_code == 401
 
 
-def test_account_is_throttled_after_ten_failures(app, client):
-    """The eleventh try is refused even with the right password, with a clear message."""
+def login_from(client, ip, email, password):
+    return client.post("/login", data={"email": email, "password": password}, environ_base={"REMOTE_ADDR": ip})
+
+
+def test_account_is_throttled_after_ten_failures_from_one_address(app, client):
+    """The eleventh try from the same address is refused even with the right password, with a clear message."""
     user = factories.make_staff("admin")
     for _ in range(10):
         assert login(client, user.email, "nope").status_code == 401
@@ -52,20 +57,55 @@ def test_account_is_throttled_after_ten_failures(app, client):
     assert b"Too many failed sign-in attempts" in response.data
 
 
-def test_ip_is_throttled_across_accounts(app, client):
-    """Guessing many accounts from one address is throttled too."""
+def test_guessing_from_elsewhere_does_not_lock_the_owner_out(app):
+    """Ten wrong passwords from an attacker's address lock that address out of the account, not its owner."""
     user = factories.make_staff("admin")
-    for n in range(10):
-        login(client, f"nobody{n}@example.org", "nope")
-    assert login(client, user.email, factories.PASSWORD).status_code == 429
+    for _ in range(10):
+        login_from(app.test_client(), "198.51.100.66", user.email, "nope")
+    assert login_from(app.test_client(), "198.51.100.66", user.email, factories.PASSWORD).status_code == 429
+    assert login_from(app.test_client(), "203.0.113.5", user.email, factories.PASSWORD).status_code == 302
 
 
-def test_success_clears_the_account_counter(app, client):
-    """A correct sign-in resets the account's failures."""
+@pytest.mark.parametrize("setting", ["LOGIN_ACCOUNT_MAX_FAILURES", "LOGIN_IP_MAX_FAILURES"])
+def test_guessing_spread_wide_meets_a_ceiling(make_app, setting):
+    """Many addresses guessing one account, or one address guessing many accounts, meet their ceiling."""
+    app = make_app(**{setting: 5})
+    many_addresses = setting == "LOGIN_ACCOUNT_MAX_FAILURES"
+    with app.app_context():
+        user = factories.make_staff("admin")
+        for n in range(5):
+            ip, email = ((f"198.51.100.{n}", user.email) if many_addresses
+                         else ("198.51.100.9", f"nobody{n}@example.org"))
+            assert login_from(app.test_client(), ip, email, "nope").status_code == 401
+        # The account is closed to every address; the address to every account, but the account opens elsewhere.
+        assert login_from(app.test_client(), "198.51.100.9", user.email, factories.PASSWORD).status_code == 429
+        elsewhere = login_from(app.test_client(), "203.0.113.5", user.email, factories.PASSWORD).status_code
+        assert elsewhere == (429 if many_addresses else 302)
+
+
+def test_success_clears_the_failures_from_its_address(app, client):
+    """A correct sign-in resets the failures counted for the account from that address."""
     user = factories.make_staff("admin")
     for _ in range(9):
         login(client, user.email, "nope")
     assert login(client, user.email, factories.PASSWORD).status_code == 302
+    client.post("/logout")
+    for _ in range(9):
+        assert login(client, user.email, "nope").status_code == 401  # counting from zero again
+
+
+@pytest.mark.parametrize("case", ["known, wrong password", "unknown address", "deactivated, right password"])
+def test_every_failed_sign_in_costs_one_password_hash(app, client, monkeypatch, case):
+    """Known, unknown and deactivated addresses all run scrypt once, so timing tells no account apart."""
+    user = factories.make_staff("organizer", active=case != "deactivated, right password")
+    checks = []
+    real = staff_model.check_password_hash
+    monkeypatch.setattr(staff_model, "check_password_hash", lambda *args: checks.append(args[0][:7]) or real(*args))
+    email, password = {"known, wrong password": (user.email, "nope"),
+                       "unknown address": ("nobody@example.org", "nope"),
+                       "deactivated, right password": (user.email, factories.PASSWORD)}[case]
+    assert login(client, email, password).status_code == 401
+    assert checks == ["scrypt:"]
 
 
 @pytest.mark.parametrize("target,safe", [

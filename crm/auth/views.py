@@ -6,6 +6,8 @@ from crm.auth.forms import LoginForm
 from crm.auth.permissions import public, requires
 from crm.extensions import db, login_manager
 from crm.models import StaffUser, utcnow
+from crm.models.staff import password_matches
+from crm.security_headers import NOBODY, framed_by
 from crm.urls import is_safe_next
 
 
@@ -16,6 +18,7 @@ def load_user(user_id: str):
 
 @bp.route("/login", methods=["GET", "POST"])
 @public
+@framed_by(NOBODY)  # public, but a staff page
 def login():
     if current_user.is_authenticated:
         return redirect(url_for("dashboard.index"))
@@ -33,8 +36,9 @@ def login():
             status = 429
         else:
             user = db.session.scalar(db.select(StaffUser).filter_by(email=email))
-            if user is not None and user.active and user.check_password(form.password.data):
-                throttle.clear_account(email)
+            # The password is checked before `active`, so a deactivated account costs what any other does.
+            if password_matches(user, form.password.data) and user.active:
+                throttle.clear_failures(email, ip)
                 user.last_login_at = utcnow()
                 db.session.commit()
                 login_user(user, remember=form.remember.data)

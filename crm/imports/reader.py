@@ -4,6 +4,11 @@ Every reader yields chunks of rows as lists of strings, the header excluded, so 
 treats CSV and XLSX alike: iter_chunks row by row (the preview), iter_column_chunks column by
 column (the import, which judges a whole column at a time). A file we cannot read raises
 UnreadableFile with a message for staff.
+
+Control characters (crm.input_guard's definition: NUL, escape and the rest of Unicode's Cc,
+but not tab or line breaks) are removed from every cell and header as it is read: legacy
+exports pad fields with NUL or use odd separators, PostgreSQL refuses NUL in text, and
+nothing else in the app accepts them either.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
+
+from crm.input_guard import CONTROL_CHARACTERS, strip_control_characters
 
 CHUNK_ROWS = 50_000
 SAMPLE_BYTES = 64 * 1024
@@ -142,7 +149,7 @@ def _unique_names(header: list[str]) -> list[str]:
     seen: dict[str, int] = {}
     names = []
     for i, name in enumerate(header, start=1):
-        name = name or f"Column {i}"
+        name = strip_control_characters(name).strip() or f"Column {i}"
         if name in seen:
             seen[name] += 1
             name = f"{name} ({seen[name]})"
@@ -198,7 +205,7 @@ def cell_text(value) -> str:
             else value.date().isoformat()
     if isinstance(value, date):
         return value.isoformat()
-    return str(value).strip()
+    return strip_control_characters(str(value)).strip()
 
 
 def iter_chunks(path: str | Path, info: FileInfo, chunk_rows: int = CHUNK_ROWS) -> Iterator[list[list[str]]]:
@@ -250,12 +257,18 @@ def _csv_columns(path: Path, info: FileInfo, chunk_rows: int) -> Iterator[list[l
                 skip = 0
             if frame.isna().values.any():  # short rows' missing cells
                 frame = frame.fillna("")
-            columns = [frame.iloc[:, position].tolist() for position in range(width)]
-            yield columns
+            yield [_without_control_characters(frame.iloc[:, position].tolist()) for position in range(width)]
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
         raise UnreadableFile(f"The file could not be read as CSV: {exc}") from None
     finally:
         reader.close()
+
+
+def _without_control_characters(column: list[str]) -> list[str]:
+    """The column's cells with control characters removed (one scan of the column when it has none)."""
+    if CONTROL_CHARACTERS.search("\n".join(column)) is None:
+        return column
+    return [strip_control_characters(cell) for cell in column]
 
 
 def _xlsx_chunks(path: Path, width: int, chunk_rows: int) -> Iterator[list[list[str]]]:

@@ -13,10 +13,8 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import email_validator
-
 from crm.countries import country_code
-from crm.emails import InvalidEmail, normalise_email
+from crm.emails import PLAIN_LOCAL, InvalidEmail, is_plain_domain, normalise_email
 from crm.imports.reader import Chunk
 from crm.supporters.fields import PROFILE_LIMITS, too_long
 
@@ -68,16 +66,6 @@ HEADER_GUESSES = {
     "signaturedate": "signed_at", "datesigned": "signed_at", "createdat": "signed_at",
 }
 
-# The fast path: a plain ASCII address whose normalised form email-validator would return
-# unchanged (lower-cased). Anything else -- quotes, Unicode, odd characters, special-use or
-# Punycode domains, one-letter or numeric TLDs -- goes to email-validator itself, so results
-# always equal crm.emails.normalise_email (tests/test_imports.py checks this on random input).
-# The address must be LOCAL@DOMAIN exactly (neither part may hold an @). The domain rules are
-# judged once per distinct domain (a file holds thousands of addresses per domain), the local
-# part per address.
-_FAST_LOCAL = re.compile(r"[a-z0-9_+-]+(?:\.[a-z0-9_+-]+)*", re.ASCII)
-_FAST_DOMAIN = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}", re.ASCII)
-_SPECIAL_DOMAINS = tuple(email_validator.SPECIAL_USE_DOMAIN_NAMES)
 
 
 def header_key(name: str) -> str:
@@ -99,19 +87,13 @@ def guess_mapping(header: list[str]) -> dict[str, str]:
     return mapping
 
 
-def _is_plain_domain(domain: str) -> bool:
-    """Plain ASCII labels, no `--` (Punycode and the like), not special-use: email-validator keeps it as is."""
-    return (_FAST_DOMAIN.fullmatch(domain) is not None and "--" not in domain
-            and not any(domain == d or domain.endswith("." + d) for d in _SPECIAL_DOMAINS))
-
-
 def normalise_emails(raws: list[str]) -> tuple[list[str | None], dict[int, str]]:
     """normalise_email over a column: each address normalised, or None and its error by position.
 
-    The same results as calling normalise_email on each, about 20x faster for the plain
-    addresses most files hold (no per-address call into email-validator, domains judged once).
+    The same results as calling normalise_email on each, faster still for a column: crm.emails'
+    fast path inlined, each distinct domain judged once (a file holds thousands per domain).
     """
-    plain_local = _FAST_LOCAL.fullmatch
+    plain_local = PLAIN_LOCAL.fullmatch
     domains: dict[str, bool] = {}
     emails: list[str | None] = []
     append = emails.append
@@ -122,7 +104,7 @@ def normalise_emails(raws: list[str]) -> tuple[list[str | None], dict[int, str]]
         if len(candidate) <= 254 and len(local) <= 64 and plain_local(local) is not None:
             plain = domains.get(domain)
             if plain is None:
-                plain = domains[domain] = _is_plain_domain(domain)
+                plain = domains[domain] = is_plain_domain(domain)
             if plain:
                 append(candidate)
                 continue

@@ -10,6 +10,7 @@ from crm.imports import bp, service
 from crm.imports.engine import file_info
 from crm.imports.forms import OptionsForm, UploadForm
 from crm.imports.rows import FIELDS
+from crm.input_guard import accepts_files, positive_int
 from crm.models import ImportJob, Petition
 
 
@@ -26,6 +27,7 @@ def index():
 
 @bp.route("/new", methods=["GET", "POST"])
 @requires("write")
+@accepts_files("file")
 def new():
     form = UploadForm()
     if form.validate_on_submit():
@@ -65,7 +67,7 @@ def mapping(import_id: int):
     if request.method == "POST":
         mapping = {c: request.form.get(f"map-{i}", "ignore") for i, c in enumerate(header)}
         if form.validate():
-            petition_id = int(form.petition_id.data) if (form.petition_id.data or "").isdigit() else None
+            petition_id = positive_int(form.petition_id.data)
             try:
                 service.configure(job, mapping, petition_id=petition_id,
                                   petition_wording=form.petition_wording.data,

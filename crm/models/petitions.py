@@ -54,6 +54,7 @@ class Signature(Base):
         UniqueConstraint("petition_id", "supporter_id", name="uq_signature_petition_supporter"),
         Index("ix_signature_supporter_petition", "supporter_id", "petition_id"),
         Index("ix_signature_petition_created", "petition_id", "created_at"),
+        Index("ix_signature_created_at_id", "created_at", "id"),  # the dashboard's newest (revision 0009)
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

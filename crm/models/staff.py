@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from flask_login import UserMixin
@@ -36,6 +38,25 @@ class StaffUser(UserMixin, Timestamps, Base):
 
     def check_password(self, password: str) -> bool:
         return check_password_hash(self.password_hash, password)
+
+
+@cache
+def _stand_in_hash() -> str:
+    """A hash of a random password, made like every account's, for sign-ins that name no account."""
+    return generate_password_hash(secrets.token_urlsafe(32), method="scrypt")
+
+
+def password_matches(user: StaffUser | None, password: str) -> bool:
+    """Whether `password` is `user`'s, at the same cost whether or not the account exists.
+
+    Answering at once for an unknown address (and hashing only for a known one) would tell
+    anyone timing the sign-in form which addresses have staff accounts; so an unknown
+    address is checked against a stand-in hash made with the same scrypt parameters.
+    """
+    if user is None:
+        check_password_hash(_stand_in_hash(), password)
+        return False
+    return user.check_password(password)
 
 
 class AuditLog(Base):

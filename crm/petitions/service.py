@@ -25,6 +25,7 @@ from sqlalchemy import and_, case
 from sqlalchemy.exc import IntegrityError
 
 from crm.extensions import db
+from crm.input_guard import positive_int
 from crm.models import CONSENT_MODES, ConsentEvent, ConsentWording, Petition, Signature, Supporter, utcnow
 from crm.redis_conn import get_redis
 from crm.urls import is_safe_next
@@ -468,11 +469,7 @@ def find_public(slug: str) -> PublicPetition | None:
 
 def form_version(value) -> int | None:
     """The wording version a form was sent with, or None when it cannot be one we stored."""
-    try:
-        version = int(value)
-    except (TypeError, ValueError):
-        return None
-    return version if 0 < version < 2**31 else None
+    return positive_int(value)
 
 
 def wording_for_form(petition: PublicPetition, version) -> Wording:

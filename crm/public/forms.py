@@ -81,6 +81,9 @@ SIGNATURE_FIELDS = ("email", "first_name", "last_name", "postal_code", "country"
 
 
 class SignForm(FlaskForm):
+    class Meta:
+        csrf = False  # no token on the public form: crm.cross_origin refuses cross-site posts
+
     email = StringField("Email", validators=[InputRequired("Enter your email address."),
                                              Length(max=MAX_LENGTH["email"])], widget=TextInput(),
                         render_kw={"autocomplete": "email", "inputmode": "email", "type": "email"})
@@ -100,12 +103,9 @@ class SignForm(FlaskForm):
     wording_version = HiddenField(widget=HIDDEN)
     # Honeypot: humans never see it (off-screen, aria-hidden, no tab stop); bots fill it.
     website = StringField("Website", widget=TextInput(), render_kw={"tabindex": "-1", "autocomplete": "off"})
-    form_token = HiddenField(widget=HIDDEN)  # only the embed form uses it (see crm.public.views)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if self.meta.csrf:
-            self.csrf_token.widget = HIDDEN  # Flask-WTF's token field, rendered like the others
         if not self.is_submitted() and not self.country.data:
             from crm.settings import org
 

@@ -2,19 +2,20 @@
 
 A view of /p/<slug> used to cost a database round trip (petition and wording), a Redis
 round trip (the count), building a WTForms form and rendering three templates, about 2 ms of
-CPU, for a page that differs between visitors only in its CSRF token. Here each process keeps,
-per petition (and per scheme and host: the thank-you page carries an absolute link):
+CPU, for a page that is the same for every visitor. Here each process keeps, per petition
+(and per scheme and host: the pages carry absolute links):
 
 - the petition snapshot, read from the database at most once per lifetime;
 - the count shown, read through the Redis cache once per lifetime and replaced by the
   count signature_added() returns whenever this process records a signature;
-- the rendered sign page and thank-you page as Fragments: the HTML with named holes (the
-  count, the progress bar's width, the token), filled in per request by a string join.
+- the rendered sign page, embed page and thank-you page as Fragments: the HTML with named
+  holes (the count, the progress bar's width), filled in per request by a string join.
 
 The lifetime is PUBLIC_PAGE_CACHE_SECONDS (default 1 s), never longer than
-SIGNATURE_COUNT_CACHE_SECONDS. An edit, publish or close in this process drops the
-petition's entries at once (service.petition_changed); other processes follow within the
-lifetime. Nothing a signature depends on is trusted from here: the sign statement checks
+SIGNATURE_COUNT_CACHE_SECONDS; the pages tell caches in front of the app (a CDN, nginx) the
+same, `Cache-Control: public, max-age=<lifetime>` (crm.public.views). An edit, publish or
+close in this process drops the petition's entries at once (service.petition_changed); other
+processes follow within the lifetime. Nothing a signature depends on is trusted from here: the sign statement checks
 in the database that the petition is open and reads the wording version the form showed
 (crm.petitions.queries), and every other path reads the petition afresh.
 """
@@ -67,6 +68,9 @@ class Entry:
     sign_page: Fragments | None = None
     embed_page: Fragments | None = None
     thanks_page: Fragments | None = None
+    # The last page served whole, as bytes: (embed?, count) -> body. Every visitor gets the same
+    # page until the count moves, so most views are this lookup.
+    served: tuple[tuple[bool, int], bytes] | None = None
 
 
 class PageCache:

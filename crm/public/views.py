@@ -1,16 +1,16 @@
 """Public petition pages: /p/<slug>, its sign endpoint, and the embeddable variant.
 
-CSRF: the form at /p/<slug> posts to /p/<slug>/sign with a signed double-submit token (a
-nonce cookie and an HMAC over it in the form, crm.public.tokens), checked here rather than
-by Flask-WTF's session token, so the public pages never read or write a session. A refused
-token gets the form back, filled in, with a fresh token and a 400.
+CSRF: the sign forms carry no token. A browser's cross-origin POST is refused by Fetch
+Metadata (crm.cross_origin explains why that is the protection an anonymous form needs),
+answered here with the form back, filled in, and a 403. So the pages hold nothing specific to
+a visitor: the petition, embed and thank-you pages set no cookie and say `Cache-Control:
+public, max-age=<PUBLIC_PAGE_CACHE_SECONDS>` (the lifetime of crm.public.pages), for a CDN or
+proxy to serve.
+Answers that show what someone typed (a form sent back with an error) say `no-store`.
 
-The embed: inside an iframe on another site our cookies are not sent with a cross-site POST
-(SameSite=Lax), so no cookie-bound token could validate there. The embed form therefore
-posts to /p/<slug>/embed/sign, which requires instead a signed, time-limited form token
-(itsdangerous, SECRET_KEY, the slug inside, max one day), plus the honeypot and the per-IP
-rate limit. Signing a petition grants the attacker nothing a forged cross-site request
-could abuse (no session, no staff rights), so this is enough there.
+The embed: /p/<slug>/embed may be framed by any site and posts to /p/<slug>/embed/sign. Its
+form is our page, so its POST is same-origin whatever page frames it; the embed's sign route
+differs only in recording the source `embed` and in answering with the framed thank-you page.
 
 Speed: the sign page, the embed page and the thank-you page are rendered once per petition
 and lifetime and reused (crm.public.pages); a signature is then one Redis call for the rate
@@ -21,27 +21,29 @@ from __future__ import annotations
 
 import logging
 
-from flask import abort, current_app, redirect, render_template, request, url_for
-from itsdangerous import BadSignature, URLSafeTimedSerializer
+from flask import abort, redirect, render_template, request, url_for
 
 from crm.auth.permissions import public
+from crm.cross_origin import CrossOriginRequest
 from crm.emails import InvalidEmail
+from crm.errors import render_error
 from crm.extensions import csrf, db
 from crm.filters import plural
 from crm.petitions import service
 from crm.petitions.service import PublicPetition
 from crm.petitions.signing import PetitionNotOpen, record_signature
-from crm.public import bp, pages, throttle, tokens
+from crm.public import bp, pages, throttle
 from crm.public.forms import COUNTRIES, SignForm, quick_signature_data
 from crm.public.pages import Fragments
+from crm.security_headers import ANYONE, framed_by
 
 log = logging.getLogger(__name__)
 
-EMBED_TOKEN_SALT = "petition-embed-form"
-EMBED_TOKEN_MAX_AGE = 24 * 60 * 60
-EMBED_ENDPOINTS = {"public.embed", "public.embed_sign"}
-TOKEN_REFUSED = ("This form had expired or was sent from another site, so nothing was recorded. "
-                 "Check your details below and press Sign again.")
+_PRIVATE = "crm.public.private_page"  # set in the WSGI environ: this answer shows what someone typed
+
+SIGN_ENDPOINTS = {"public.sign": False, "public.embed_sign": True}  # endpoint -> is the embed
+CROSS_ORIGIN_REFUSED = ("This form was sent to us from a page on another website, so nothing was recorded. "
+                        "If you meant to sign, check your details below and press Sign.")
 
 
 @service.petition_changed.connect
@@ -53,15 +55,24 @@ def _forget_pages(app, **_):
 
 
 @bp.after_request
-def public_headers(response):
-    """Only the embed pages may be framed by other sites, the rest of /p/ only by ourselves; a
-    page with a sign token is kept out of caches and brings a new browser its nonce cookie."""
-    if request.endpoint in EMBED_ENDPOINTS:
-        response.headers["Content-Security-Policy"] = "frame-ancestors *"
-        response.headers.pop("X-Frame-Options", None)
-    else:
-        response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
-    return tokens.finish_response(response)
+def cache_headers(response):
+    """A page that is the same for everyone may be kept by any cache for a lifetime; anything else by none."""
+    if "Cache-Control" not in response.headers:
+        if response.status_code == 200 and not request.environ.get(_PRIVATE):
+            response.headers["Cache-Control"] = f"public, max-age={int(pages.lifetime())}"
+        else:
+            response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.errorhandler(CrossOriginRequest)
+def cross_origin_refused(exc):
+    """A sign form posted from another site: the form back, filled in, with a 403 saying why."""
+    embed = SIGN_ENDPOINTS.get(request.endpoint)
+    if embed is None:
+        return render_error(exc.code, exc.description)
+    entry = _entry_or_404(request.view_args["slug"])
+    return _render_page(entry.petition, _posted_form(), embed=embed, status=403, message=CROSS_ORIGIN_REFUSED)
 
 
 def _load(slug: str) -> PublicPetition | None:
@@ -83,14 +94,6 @@ def _fresh_or_404(slug: str) -> PublicPetition:
     return _load(slug) or abort(404)
 
 
-def _serializer() -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=EMBED_TOKEN_SALT)
-
-
-def embed_token(petition: PublicPetition) -> str:
-    return _serializer().dumps(petition.slug)
-
-
 def progress(petition: PublicPetition, count: int) -> dict[str, str]:
     """The count as shown, its noun, the bare number and the progress bar's width (the page's count slots)."""
     return {"count": f"{count:,}", "noun": plural(count, "signature", "signatures"), "value": str(count),
@@ -98,7 +101,7 @@ def progress(petition: PublicPetition, count: int) -> dict[str, str]:
 
 
 def _page_html(petition: PublicPetition, form: SignForm, *, embed: bool, shown: dict[str, str],
-               sign_token: str | None, message: str | None = None) -> str:
+               message: str | None = None) -> str:
     wording = None
     if petition.status == "open":
         # A re-rendered form keeps showing the version the signer first read. (The first
@@ -108,18 +111,15 @@ def _page_html(petition: PublicPetition, form: SignForm, *, embed: bool, shown: 
     template = "public/embed.html" if embed else "public/petition.html"
     return render_template(
         template, petition=petition, form=form, shown=shown, wording=wording, message=message,
-        countries=COUNTRIES, sign_token=None if embed else sign_token,
-        action=url_for("public.embed_sign" if embed else "public.sign", slug=petition.slug))
+        countries=COUNTRIES, action=url_for("public.embed_sign" if embed else "public.sign", slug=petition.slug))
 
 
 def _render_page(petition: PublicPetition, form: SignForm, *, embed: bool, status: int = 200,
                  message: str | None = None):
-    """The page rendered for this request: a form sent back with errors or a notice."""
+    """The page rendered for this request: a form sent back with errors or a notice (never cached)."""
+    request.environ[_PRIVATE] = True
     shown = progress(petition, service.public_signature_count(petition.id))
-    if embed and not form.form_token.data:
-        form.form_token.data = embed_token(petition)
-    token = tokens.issue(petition.id) if petition.status == "open" and not embed else None
-    html = _page_html(petition, form, embed=embed, shown=shown, message=message, sign_token=token)
+    html = _page_html(petition, form, embed=embed, shown=shown, message=message)
     db.session.commit()  # as in _load
     return html, status
 
@@ -131,12 +131,8 @@ def _cached_page(entry: pages.Entry, *, embed: bool) -> Fragments:
         return page
     if entry.count is None:
         entry.count = service.public_signature_count(entry.petition.id)
-    form = SignForm(meta={"csrf": False})
-    if embed:
-        form.form_token.data = Fragments.slot("form_token")
     shown = {name: Fragments.slot(name) for name in ("count", "noun", "value", "pct")}
-    page = Fragments(_page_html(entry.petition, form, embed=embed, shown=shown,
-                                sign_token=Fragments.slot("sign_token")))
+    page = Fragments(_page_html(entry.petition, SignForm(), embed=embed, shown=shown))
     db.session.commit()  # as in _load
     if embed:
         entry.embed_page = page
@@ -145,51 +141,49 @@ def _cached_page(entry: pages.Entry, *, embed: bool) -> Fragments:
     return page
 
 
+def _served_page(entry: pages.Entry, *, embed: bool) -> bytes:
+    """The sign page (or embed page) as served now: the same bytes for everyone until the count moves."""
+    fragments = _cached_page(entry, embed=embed)  # also reads the count, the first time
+    key = (embed, entry.count)
+    served = entry.served
+    if served is not None and served[0] == key:
+        return served[1]
+    page = fragments.fill(progress(entry.petition, entry.count)).encode()
+    entry.served = (key, page)  # one assignment: threads sharing the entry see the old pair or the new
+    return page
+
+
 @bp.route("/p/<slug>")
 @public
 def petition(slug: str):
-    entry = _entry_or_404(slug)
-    page = _cached_page(entry, embed=False)
-    token = tokens.issue(entry.petition.id) if entry.petition.status == "open" else ""
-    return page.fill(progress(entry.petition, entry.count) | {"sign_token": token})
+    return _served_page(_entry_or_404(slug), embed=False)
 
 
 @bp.route("/p/<slug>/embed")
 @public
+@framed_by(ANYONE)
 def embed(slug: str):
-    entry = _entry_or_404(slug)
-    page = _cached_page(entry, embed=True)
-    return page.fill(progress(entry.petition, entry.count) | {"form_token": embed_token(entry.petition)})
+    return _served_page(_entry_or_404(slug), embed=True)
 
 
 @bp.route("/p/<slug>/sign", methods=["POST"])
 @public
-@csrf.exempt  # checked below with the double-submit token (crm.public.tokens)
+@csrf.exempt  # no token: crm.cross_origin refuses forged cross-site posts
 def sign(slug: str):
-    entry = _entry_or_404(slug)
-    if not tokens.is_valid(request.form.get("csrf_token"), entry.petition.id):
-        return _render_page(entry.petition, _posted_form(), embed=False, status=400, message=TOKEN_REFUSED)
-    return _handle_sign(entry, embed=False)
+    return _handle_sign(_entry_or_404(slug), embed=False)
 
 
 @bp.route("/p/<slug>/embed/sign", methods=["POST"])
 @public
-@csrf.exempt
+@framed_by(ANYONE)
+@csrf.exempt  # as sign()
 def embed_sign(slug: str):
-    entry = _entry_or_404(slug)
-    try:
-        token_slug = _serializer().loads(request.form.get("form_token", ""),
-                                         max_age=EMBED_TOKEN_MAX_AGE)
-    except BadSignature:  # also SignatureExpired
-        token_slug = None
-    if token_slug != entry.petition.slug:
-        abort(400)
-    return _handle_sign(entry, embed=True)
+    return _handle_sign(_entry_or_404(slug), embed=True)
 
 
 def _posted_form() -> SignForm:
-    """The sign form over the posted fields (CSRF is checked by the views, not by Flask-WTF)."""
-    return SignForm(meta={"csrf": False})
+    """The sign form over the posted fields."""
+    return SignForm()
 
 
 def _handle_sign(entry: pages.Entry, *, embed: bool):

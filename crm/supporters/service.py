@@ -14,6 +14,7 @@ from crm.countries import is_country_code
 from crm.database import plan_for_these_values
 from crm.emails import InvalidEmail, normalise_email
 from crm.extensions import db
+from crm.input_guard import positive_int
 from crm.models import (
     EMAIL_STATUSES,
     Campaign,
@@ -40,14 +41,6 @@ MESSAGES_SHOWN = 50  # on the profile, newest first
 
 class SupporterError(ValueError):
     """A rule refused the change; the message is meant for staff."""
-
-
-def _int_arg(raw) -> int | None:
-    try:
-        value = int(str(raw).strip())
-    except (TypeError, ValueError):
-        return None
-    return value if 0 < value < 2**31 else None
 
 
 def _date_arg(raw) -> date | None:
@@ -77,12 +70,12 @@ class SupporterFilter:
         return cls(
             q=(args.get("q", "") or "").strip()[:200],
             email_status=status if status in EMAIL_STATUSES else "",
-            petition=_int_arg(args.get("petition")),
-            tag=_int_arg(args.get("tag")),
+            petition=positive_int(args.get("petition")),
+            tag=positive_int(args.get("tag")),
             country=country if len(country) == 2 and country.isalpha() else "",
             date_from=_date_arg(args.get("date_from")),
             date_to=_date_arg(args.get("date_to")),
-            segment=_int_arg(args.get("segment")),
+            segment=positive_int(args.get("segment")),
         )
 
     def as_args(self) -> dict[str, str]:
@@ -221,12 +214,12 @@ def parse_cursor(sort: str, raw: str | None) -> tuple[str | None, int] | None:
         return None
     column, _ = SORTS[sort]
     if column is None:
-        key = _int_arg(raw)
+        key = positive_int(raw)
         if key is None:
             raise BadCursor(raw)
         return None, key
     value, sep, id_part = raw.rpartition("|")
-    key = _int_arg(id_part)
+    key = positive_int(id_part)
     if not sep or key is None or len(value) > 320:
         raise BadCursor(raw)
     return value, key

@@ -1,0 +1,128 @@
+"""Logging: one format for the app, and no supporter's data in a log line, whatever fails.
+
+A database error used to log what it was given. SQLAlchemy's message carries the statement's
+bound parameters (`[parameters: {'email': ..., 'ip': ..., 'user_agent': ...}]`), and
+PostgreSQL's own message quotes the row in its DETAIL (`Key (email)=(ada@example.net) already
+exists`, `Failing row contains (...)`), so any request that reached a 500 on PostgreSQL wrote a
+full email address, an IP and a user agent to the log, and anyone could trigger one.
+
+Two defences, both here:
+- the engine is built with `hide_parameters=True` (crm.database reads ENGINE_DEFAULTS), so
+  SQLAlchemy's messages never hold parameters;
+- every log record, from any logger and to any handler, passes through a record factory
+  that rewrites a database error (in the record's exception, or among its arguments) with
+  the statement, the exception's class, SQLSTATE and constraint, and without the driver's
+  message, which may quote the data.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import traceback
+
+import psycopg
+from sqlalchemy.exc import StatementError
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+ENGINE_DEFAULTS = {"hide_parameters": True}
+WITHHELD = "message withheld from the log: it may quote the data"
+_CAUSE = "\nThe above exception was the direct cause of the following exception:\n\n"
+_CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
+
+
+def _name(exc: BaseException) -> str:
+    kind = type(exc)
+    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+
+
+def _diagnosis(exc: BaseException) -> str:
+    """What a PostgreSQL error says about itself without quoting data: SQLSTATE, constraint, table, column."""
+    if not isinstance(exc, psycopg.Error):
+        return ""
+    diag = exc.diag
+    known = [("SQLSTATE", exc.sqlstate), ("constraint", diag.constraint_name), ("table", diag.table_name),
+             ("column", diag.column_name)]
+    return "; ".join(f"{label} {value}" for label, value in known if value)
+
+
+def quotes_data(exc: BaseException) -> bool:
+    """Whether str(exc) may hold a statement's data: SQLAlchemy's statement errors and PostgreSQL's errors."""
+    return isinstance(exc, StatementError | psycopg.Error)
+
+
+def safe_message(exc: BaseException) -> str:
+    """str(exc), or for a database error what can be said without the data it may quote."""
+    if isinstance(exc, StatementError):
+        orig = exc.orig
+        about = f"{_name(orig)}: {_diagnosis(orig) or WITHHELD}" if orig is not None else WITHHELD
+        if isinstance(orig, sqlite3.Error):  # SQLite's messages name constraints and columns, never values
+            about = f"{_name(orig)}: {orig}"
+        return f"({about})\n[SQL: {exc.statement}]"
+    if isinstance(exc, psycopg.Error):
+        return f"{_diagnosis(exc) or 'no SQLSTATE'}; {WITHHELD}"
+    return str(exc)
+
+
+def safe_traceback(exc: BaseException) -> str:
+    """The traceback Python would print for `exc` and its chain, each database error's message made safe."""
+    chain: list[tuple[BaseException, str]] = []  # newest first, each with how it led to the one before
+    seen: set[int] = set()
+    current, link = exc, ""
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        chain.append((current, link))
+        if current.__cause__ is not None:
+            current, link = current.__cause__, _CAUSE
+        elif current.__context__ is not None and not current.__suppress_context__:
+            current, link = current.__context__, _CONTEXT
+        else:
+            current = None
+    parts = []
+    for error, link in reversed(chain):
+        if error.__traceback__ is not None:
+            parts.append("Traceback (most recent call last):\n")
+            parts.extend(traceback.format_tb(error.__traceback__))
+        if quotes_data(error):
+            parts.append(f"{_name(error)}: {safe_message(error)}\n")
+        else:
+            parts.extend(traceback.format_exception_only(error))
+        parts.append(link)
+    return "".join(parts).rstrip("\n")
+
+
+def withhold_data(record: logging.LogRecord) -> logging.LogRecord:
+    """Make `record` safe to write: database errors in its exception and arguments lose their data."""
+    if record.exc_info and record.exc_info[1] is not None and any(
+            quotes_data(e) for e in _chain(record.exc_info[1])):
+        record.exc_text = safe_traceback(record.exc_info[1])
+    if isinstance(record.args, tuple) and any(isinstance(a, BaseException) and quotes_data(a) for a in record.args):
+        record.args = tuple(safe_message(a) if isinstance(a, BaseException) and quotes_data(a) else a
+                            for a in record.args)
+    return record
+
+
+def _chain(exc: BaseException):
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+
+
+def install_record_factory() -> None:
+    """Pass every log record of this process through withhold_data (once, however many apps are built)."""
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "withholds_data", False):
+        return
+
+    def factory(*args, **kwargs):
+        return withhold_data(previous(*args, **kwargs))
+
+    factory.withholds_data = True
+    logging.setLogRecordFactory(factory)
+
+
+def init_app(app) -> None:
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    install_record_factory()

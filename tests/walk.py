@@ -1,0 +1,89 @@
+"""Walking the URL map with a real row behind every id, for tests that try every route.
+
+make_world() creates one of each thing a URL names (a supporter with a tag, an open petition,
+a segment, a draft campaign, an email template, a sender identity, an uploaded import, a staff
+account, a sent message's unsubscribe token, a suppression entry, a feedback provider), so a request reaches the view's real work rather
+than a 404; routes() lists every rule with its methods and the URL built from that world.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+from campaigns.tokens import make_unsubscribe_token
+from crm.extensions import db
+from crm.imports import service as imports
+from crm.models import EmailTemplate, Segment, Suppression
+from crm.supporters import service as supporters
+from crm.supporters.suppression import suppress
+from tests import factories
+
+ROLES = ("analyst", "organizer", "admin")
+
+
+@dataclass(frozen=True)
+class Route:
+    endpoint: str
+    method: str
+    url: str
+    string_arguments: tuple[str, ...]  # the URL's free-text parts (slug, token, key, filename)
+
+
+def make_world() -> dict[str, object]:
+    """One row of each kind a URL argument names, keyed by that argument's name."""
+    supporter = factories.make_supporter()
+    tag = supporters.add_tag(supporter, "walked")
+    petition = factories.make_petition()
+    factories.make_signature(petition, supporter)
+    segment = Segment(name="Walked", rules={"op": "all", "rules": []})
+    template = EmailTemplate(name="Walked template", mjml=factories.DEFAULT_MJML)
+    db.session.add_all([segment, template])
+    db.session.commit()
+    campaign = factories.make_campaign(segment=segment)
+    sent = factories.make_campaign(status="sent")  # the unsubscribe token's, apart from the draft walked
+    message = factories.make_message(sent, supporter)
+    job = imports.create_import(io.BytesIO(b"Email,First name\nwalked@example.net,Walker\n"), "walked.csv", None)
+    staff = factories.make_staff("analyst")
+    suppress("walked-listed@example.net", reason="staff")
+    db.session.commit()
+    entry = db.session.scalar(db.select(Suppression).where(Suppression.email == "walked-listed@example.net"))
+    return {"supporter_id": supporter.id, "tag_id": tag.id, "petition_id": petition.id, "slug": petition.slug,
+            "segment_id": segment.id, "template_id": template.id, "campaign_id": campaign.id,
+            "sender_id": campaign.sender_id, "import_id": job.id, "user_id": staff.id,
+            "token": make_unsubscribe_token(message.id), "key": "no-such-message", "filename": "app.css",
+            "entry_id": entry.id, "provider": "generic", "name": "generic"}
+
+
+# Endpoints whose success takes away a row the others need (or the session): walked last.
+DESTRUCTIVE = ("delete", "erase", "remove", "deactivate", "clear", "logout", "cancel")
+
+
+def routes(app, world: dict[str, object], methods: tuple[str, ...] = ("GET", "POST")) -> list[Route]:
+    """Every rule and method of `methods`, with its URL built from `world`: reads first, destructive posts last."""
+    adapter = app.url_map.bind("localhost")
+    found = []
+    for rule in app.url_map.iter_rules():
+        values = {name: world[name] for name in rule.arguments}
+        url = adapter.build(rule.endpoint, values)
+        strings = tuple(name for name in rule.arguments if isinstance(world[name], str))
+        for method in sorted(rule.methods & set(methods)):
+            found.append(Route(rule.endpoint, method, url, strings))
+
+    def order(route: Route):
+        last = route.method != "GET" and any(word in route.endpoint for word in DESTRUCTIVE)
+        return (route.method != "GET", last, route.url, route.method)
+
+    return sorted(found, key=order)
+
+
+def client_for(app, role: str | None, staff: dict[str, int]):
+    """A test client signed in as a staff member of `role` (None: anonymous), without the login form's hashing."""
+    client = app.test_client()
+    if role is not None:
+        if role not in staff:
+            staff[role] = factories.make_staff(role).id
+        with client.session_transaction() as session:
+            session["_user_id"] = str(staff[role])
+            session["_fresh"] = True
+    return client
