@@ -15,7 +15,7 @@ from wtforms.validators import DataRequired, Length
 
 from crm.auth.permissions import requires
 from crm.extensions import db
-from crm.input_guard import positive_int
+from crm.input_guard import accepts_files, positive_int
 from crm.models import SUPPRESSION_REASONS, StaffUser, Suppression
 from crm.supporters import suppression
 from feedback import health
@@ -102,6 +102,7 @@ def read_addresses(data: bytes) -> list[tuple[int, str]]:
 
 @bp.route("/suppression/upload", methods=["POST"])
 @requires("write")
+@accepts_files("file")
 def upload():
     form = UploadForm()
     if not form.validate_on_submit():
