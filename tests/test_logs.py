@@ -71,3 +71,30 @@ def test_other_errors_keep_their_traceback():
         text = safe_traceback(exc)
     assert text.index("KeyError: 'first'") < text.index("direct cause") < text.index("ValueError: second")
     assert text.count("Traceback (most recent call last):") == 2
+
+
+def duplicate_supporter_job() -> None:
+    """A job that fails in the database on a duplicate address (run by a real worker below)."""
+    from workers import job_app
+
+    with job_app().app_context():
+        for _ in range(2):
+            db.session.execute(insert(Supporter).values(email=EMAIL, email_status="subscribed"))
+        db.session.commit()
+
+
+def test_a_failed_job_keeps_and_logs_no_data(app, caplog):
+    """A job failing on the database: the worker's log line and the traceback stored with the job's
+    result name the error but not the address PostgreSQL's DETAIL (or the bound parameters) quote."""
+    from crm.queues import queue
+    from tests.factories import drain
+
+    job = queue("default").enqueue(duplicate_supporter_job)
+    with caplog.at_level(logging.ERROR):
+        drain(app)
+    job.refresh()
+    stored = job.latest_result().exc_string
+    assert job.get_status() == "failed"
+    assert "IntegrityError" in stored and "duplicate_supporter_job" in stored
+    assert EMAIL not in stored
+    assert "IntegrityError" in caplog.text and EMAIL not in caplog.text

@@ -6,6 +6,7 @@ from flask import Flask
 from rq import SimpleWorker, Worker
 
 from crm.extensions import db
+from crm.logs import safe_traceback
 from crm.redis_conn import get_redis
 from workers import QUEUES, queue, set_job_app
 from workers.periodic import TICK_SECONDS, run_due
@@ -17,9 +18,28 @@ RQ_MAINTENANCE_SECONDS = 60
 
 class PeriodicTasks:
     """Mixed into RQ's workers: between jobs, and every TICK_SECONDS while idle, run the periodic
-    tasks that are due (workers/periodic.py), then RQ's own maintenance when that is due."""
+    tasks that are due (workers/periodic.py), then RQ's own maintenance when that is due.
+
+    Also: a failed job's traceback, which RQ logs and keeps in Redis with the job's result,
+    carries no supporter data. RQ formats it itself, so a database error's message (PostgreSQL's
+    DETAIL quotes the row) would pass crm/logs.py's record factory as plain text; here it is
+    formatted with crm.logs.safe_traceback instead, for the log and for the stored result."""
 
     app: Flask
+    _safe_failure: str | None = None
+
+    def handle_exception(self, job, *exc_info) -> None:
+        self._safe_failure = safe_traceback(exc_info[1]) if exc_info[1] is not None else None
+        self.log.error("Worker %s: job %s: exception raised while executing (%s)\n%s", self.name, job.id,
+                       job.func_name, self._safe_failure)
+        for handler in self._exc_handlers:  # as RQ does: a handler returning False ends the chain
+            if handler(job, *exc_info) is False:
+                break
+
+    def handle_job_failure(self, job, queue, started_job_registry=None, exc_string="") -> None:
+        safe, self._safe_failure = self._safe_failure, None
+        super().handle_job_failure(job, queue, started_job_registry=started_job_registry,
+                                   exc_string=safe if safe is not None else exc_string)
 
     @property
     def dequeue_timeout(self) -> int:
