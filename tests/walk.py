@@ -2,8 +2,9 @@
 
 make_world() creates one of each thing a URL names (a supporter with a tag, an open petition,
 a segment, a draft campaign, an email template, a sender identity, an uploaded import, a staff
-account, a sent message's unsubscribe token, a suppression entry, a feedback provider), so a request reaches the view's real work rather
-than a 404; routes() lists every rule with its methods and the URL built from that world.
+account, a sent message's unsubscribe token, a suppression entry, a feedback provider), so a
+request reaches the view's real work rather than a 404; routes() lists every rule with its
+methods and the URL built from that world.
 """
 
 from __future__ import annotations
