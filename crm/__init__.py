@@ -15,6 +15,18 @@ def instance_folder() -> Path:
     return Path(os.environ.get("CRM_INSTANCE_PATH") or ROOT / "instance")
 
 
+class CRMFlask(Flask):
+    """Flask, logging a failed request without the tokens its URL may carry (crm/logs.py)."""
+
+    def log_exception(self, exc_info) -> None:
+        from flask import request
+
+        from crm.logs import logged_path
+
+        self.logger.error(f"Exception on {logged_path(request.path, request.view_args)} [{request.method}]",
+                          exc_info=exc_info)
+
+
 def create_app(config: dict | None = None) -> Flask:
     """Build the app from environment settings, overridden by `config` (as tests do)."""
     from crm import cross_origin, errors, filters, input_guard, logs, security_headers
@@ -25,7 +37,7 @@ def create_app(config: dict | None = None) -> Flask:
     from crm.extensions import csrf, db, login_manager, migrate
     from crm.supporters import withdrawn
 
-    app = Flask(
+    app = CRMFlask(
         __name__,
         instance_path=str((config or {}).get("INSTANCE_PATH") or instance_folder()),
         template_folder=str(ROOT / "templates"),

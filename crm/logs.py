@@ -126,3 +126,12 @@ def install_record_factory() -> None:
 def init_app(app) -> None:
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     install_record_factory()
+
+
+def logged_path(path: str, view_args: dict | None) -> str:
+    """The request path fit for a log line: the URL's token arguments (unsubscribe and other
+    capability links, which act for a supporter without a login) replaced by "…"."""
+    for name, value in (view_args or {}).items():
+        if "token" in name and isinstance(value, str) and value:
+            path = path.replace(value, "…")
+    return path

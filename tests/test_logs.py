@@ -47,6 +47,18 @@ def test_a_500_logs_the_failure_without_the_data(failing_app, caplog):
         assert "SQLSTATE 23505" in logged and "constraint" in logged  # what it was, without what it held
 
 
+def test_a_failed_request_logs_its_path_without_the_token(failing_app, caplog):
+    """A capability link's token (it acts for a supporter without a login) never reaches the log."""
+    @failing_app.route("/test-only/t/<token>")
+    @public
+    def fails_with_a_token(token):
+        raise RuntimeError("boom")
+
+    with caplog.at_level(logging.ERROR):
+        assert failing_app.test_client().get("/test-only/t/SeCrEtToKeN123").status_code == 500
+    assert "Exception on /test-only/t/… [GET]" in caplog.text and "SeCrEtToKeN123" not in caplog.text
+
+
 def test_an_error_passed_as_an_argument_is_made_safe_too(failing_app, caplog):
     """log.warning("...: %s", exc) with a database error prints the safe message, not the driver's."""
     try:
