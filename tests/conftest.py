@@ -28,9 +28,24 @@ from tests import factories
 def redis_url(tmp_path_factory):
     url = os.environ.get("TEST_REDIS_URL")
     if url:
-        # Runs that share a server each take their own database number, so one run's
-        # flushdb never empties another's queues.
-        yield f"{url.rsplit('/', 1)[0]}/{1 + os.getpid() % 15}" if url.count("/") >= 3 else url
+        if url.count("/") < 3:
+            yield url
+            return
+        # Runs that share a server each take a database number of their own (1-15), claimed
+        # with a key in database 0 that only one run can set, so one run's flushdb never
+        # empties another's queues.
+        import redis
+
+        base = url.rsplit("/", 1)[0]
+        claims = redis.Redis.from_url(f"{base}/0")
+        for number in range(1, 16):
+            if claims.set(f"crm:test-run:{number}", os.getpid(), nx=True, ex=6 * 3600):
+                break
+        else:
+            pytest.exit("every Redis database 1-15 is claimed by another test run (keys crm:test-run:N in db 0)")
+        yield f"{base}/{number}"
+        claims.delete(f"crm:test-run:{number}")
+        claims.close()
         return
     from crm.redis_conn import start_embedded, stop_embedded
 
