@@ -165,7 +165,7 @@ def deliver_test(campaign_id: int, addresses: list[str], supporter_id: int | Non
     campaign = db.session.get(Campaign, campaign_id)
     if campaign is None:
         raise LookupError(f"campaign {campaign_id} does not exist")
-    renderer = Renderer.for_campaign(campaign)
+    renderer = Renderer.for_campaign(campaign, tracking=False)
     person = dict(SAMPLE_SUPPORTER, custom_fields={})
     if supporter_id is not None:
         people = queries.recipients([supporter_id])

@@ -20,8 +20,9 @@ def register_blueprints(app: Flask) -> None:
     from feedback.pages import bp as deliverability
     from feedback.settings import bp as feedback_settings
     from feedback.views import bp as hooks
+    from tracking.views import bp as tracking
 
     for blueprint in (auth, dashboard, supporters, petitions, segments, campaigns, reports,
                       settings, staff, outbox, public, imports, unsubscribe, hooks, deliverability,
-                      feedback_settings):
+                      feedback_settings, tracking):
         app.register_blueprint(blueprint)

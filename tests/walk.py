@@ -13,6 +13,7 @@ import io
 from dataclasses import dataclass
 
 from campaigns.tokens import make_unsubscribe_token
+from tracking.tokens import make_tracking_token
 from crm.extensions import db
 from crm.imports import service as imports
 from crm.models import EmailTemplate, Segment, Suppression
@@ -53,7 +54,8 @@ def make_world() -> dict[str, object]:
             "segment_id": segment.id, "template_id": template.id, "campaign_id": campaign.id,
             "sender_id": campaign.sender_id, "import_id": job.id, "user_id": staff.id,
             "token": make_unsubscribe_token(message.id), "key": "no-such-message", "filename": "app.css",
-            "entry_id": entry.id, "provider": "generic", "name": "generic"}
+            "entry_id": entry.id, "provider": "generic", "name": "generic",
+            "tracking_token": make_tracking_token(message.id, sent.id, sent.version), "index": "0"}
 
 
 # Endpoints whose success takes away a row the others need (or the session): walked last.

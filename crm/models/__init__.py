@@ -7,6 +7,7 @@ from crm.models.campaigns import (
     ENGAGEMENT_KINDS,
     MESSAGE_STATUSES,
     Campaign,
+    CampaignLink,
     EmailTemplate,
     EngagementEvent,
     Message,
@@ -48,7 +49,7 @@ __all__ = [
     "AuditLog", "StaffUser", "CONSENT_ACTIONS", "EMAIL_STATUSES", "STATUS_AFTER",
     "ConsentEvent", "Supporter", "Tag", "supporter_tag", "ConsentWording", "Suppression",
     "IMPORT_STATUSES", "ImportJob", "Segment", "CAMPAIGN_STATUSES", "EDITABLE_STATUSES",
-    "ENGAGEMENT_KINDS", "MESSAGE_STATUSES", "Campaign", "EmailTemplate", "EngagementEvent", "Message",
+    "ENGAGEMENT_KINDS", "MESSAGE_STATUSES", "Campaign", "CampaignLink", "EmailTemplate", "EngagementEvent", "Message",
     "SenderIdentity", "OrgSettings", "FEEDBACK_KINDS", "FEEDBACK_OUTCOMES", "PROVIDERS", "FeedbackEvent",
     "FeedbackProvider", "FeedbackRules", "SUPPRESSION_REASONS",
 ]

@@ -47,6 +47,8 @@ class Supporter(Timestamps, Base):
     custom_fields: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     notes: Mapped[str] = mapped_column(Text, default="")
     erased_at: Mapped[datetime | None]
+    # Chosen on the preference page: no campaign snapshot includes them before this time.
+    paused_until: Mapped[datetime | None]
 
     tags: Mapped[list[Tag]] = relationship(secondary=supporter_tag, back_populates="supporters")
     consent_events: WriteOnlyMapped[ConsentEvent] = relationship(
