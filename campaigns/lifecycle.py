@@ -45,7 +45,8 @@ def estimated_recipients(campaign: Campaign) -> int:
     if campaign.segment is None:
         return 0
     condition = compiler.segment_condition(validate(campaign.segment.rules, segment_id=campaign.segment_id))
-    return db.session.scalar(select(func.count()).select_from(Supporter).where(condition, queries.mailable())) or 0
+    return db.session.scalar(select(func.count()).select_from(Supporter).where(
+        condition, queries.mailable(), queries.not_paused(datetime.now(UTC)))) or 0
 
 
 def send_now(campaign: Campaign, actor_id: int | None = None) -> None:

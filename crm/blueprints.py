@@ -4,6 +4,7 @@ from flask import Flask
 
 
 def register_blueprints(app: Flask) -> None:
+    from campaigns.preference_pages import bp as preferences
     from campaigns.unsubscribe import bp as unsubscribe
     from campaigns.views import bp as campaigns
     from crm.auth import bp as auth
@@ -24,5 +25,5 @@ def register_blueprints(app: Flask) -> None:
 
     for blueprint in (auth, dashboard, supporters, petitions, segments, campaigns, reports,
                       settings, staff, outbox, public, imports, unsubscribe, hooks, deliverability,
-                      feedback_settings, tracking):
+                      feedback_settings, tracking, preferences):
         app.register_blueprint(blueprint)

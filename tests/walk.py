@@ -12,14 +12,14 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
-from campaigns.tokens import make_unsubscribe_token
-from tracking.tokens import make_tracking_token
+from campaigns.tokens import make_preferences_token, make_unsubscribe_token
 from crm.extensions import db
 from crm.imports import service as imports
 from crm.models import EmailTemplate, Segment, Suppression
 from crm.supporters import service as supporters
 from crm.supporters.suppression import suppress
 from tests import factories
+from tracking.tokens import make_tracking_token
 
 ROLES = ("analyst", "organizer", "admin")
 
@@ -55,7 +55,8 @@ def make_world() -> dict[str, object]:
             "sender_id": campaign.sender_id, "import_id": job.id, "user_id": staff.id,
             "token": make_unsubscribe_token(message.id), "key": "no-such-message", "filename": "app.css",
             "entry_id": entry.id, "provider": "generic", "name": "generic",
-            "tracking_token": make_tracking_token(message.id, sent.id, sent.version), "index": "0"}
+            "tracking_token": make_tracking_token(message.id, sent.id, sent.version), "index": "0",
+            "preferences_token": make_preferences_token(message.id)}
 
 
 # Endpoints whose success takes away a row the others need (or the session): walked last.

@@ -11,9 +11,10 @@ from sqlalchemy.orm import Mapped, WriteOnlyMapped, mapped_column, relationship
 from crm.models.base import Base, Timestamps, utcnow
 
 EMAIL_STATUSES = ("subscribed", "unsubscribed", "bouncing", "complained", "never_subscribed")
-CONSENT_ACTIONS = ("opt_in", "opt_out", "bounce", "complaint", "resubscribe")
+CONSENT_ACTIONS = ("opt_in", "opt_out", "bounce", "complaint", "resubscribe", "pause", "update_details")
 
-# Which email_status each consent action leaves a supporter in.
+# Which email_status each consent action leaves a supporter in; the others (a pause, details
+# changed on the preference page) are recorded as proof and leave it as it is.
 STATUS_AFTER = {
     "opt_in": "subscribed",
     "resubscribe": "subscribed",
