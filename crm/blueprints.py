@@ -13,6 +13,7 @@ def register_blueprints(app: Flask) -> None:
     from crm.outbox import bp as outbox
     from crm.petitions import bp as petitions
     from crm.public import bp as public
+    from crm.public.confirm import bp as confirm
     from crm.reports import bp as reports
     from crm.segments import bp as segments
     from crm.settings import bp as settings
@@ -25,5 +26,5 @@ def register_blueprints(app: Flask) -> None:
 
     for blueprint in (auth, dashboard, supporters, petitions, segments, campaigns, reports,
                       settings, staff, outbox, public, imports, unsubscribe, hooks, deliverability,
-                      feedback_settings, tracking, preferences):
+                      feedback_settings, tracking, preferences, confirm):
         app.register_blueprint(blueprint)

@@ -71,6 +71,12 @@ def _flush_tracking() -> object:
     return flush()
 
 
+def _remind_and_expire_confirmations() -> object:
+    from crm.petitions.confirmation import remind_and_expire
+
+    return remind_and_expire()
+
+
 PERIODIC = (
     # Recovery from dead batches: within SEND_HEARTBEAT_SECONDS plus one interval of a death.
     Periodic("sweep-campaigns", lambda config: float(config["SEND_SWEEP_SECONDS"]), _sweep_campaigns),
@@ -80,6 +86,8 @@ PERIODIC = (
     Periodic("fetch-bounce-mailbox", _mailbox_interval, _fetch_bounce_mailbox),
     # Opens and clicks recorded in Redis reach engagement_event (and the segments) within seconds.
     Periodic("flush-tracking", lambda config: float(config["TRACKING_FLUSH_SECONDS"]), _flush_tracking),
+    # Double opt-in: the one reminder and the expiry, checked every few minutes.
+    Periodic("remind-expire-confirmations", lambda config: 300.0, _remind_and_expire_confirmations),
 )
 
 

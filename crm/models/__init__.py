@@ -28,6 +28,7 @@ from crm.models.petitions import (
     ConsentWording,
     Petition,
     Signature,
+    SignatureConfirmation,
 )
 from crm.models.segments import Segment
 from crm.models.settings import OrgSettings
@@ -45,7 +46,7 @@ from crm.models.supporters import (
 )
 
 __all__ = [
-    "Base", "utcnow", "CONSENT_MODES", "PETITION_STATUSES", "Petition", "Signature", "ROLES",
+    "Base", "utcnow", "CONSENT_MODES", "PETITION_STATUSES", "Petition", "Signature", "SignatureConfirmation", "ROLES",
     "AuditLog", "StaffUser", "CONSENT_ACTIONS", "EMAIL_STATUSES", "STATUS_AFTER",
     "ConsentEvent", "Supporter", "Tag", "supporter_tag", "ConsentWording", "Suppression",
     "IMPORT_STATUSES", "ImportJob", "Segment", "CAMPAIGN_STATUSES", "EDITABLE_STATUSES",
