@@ -28,7 +28,7 @@ SUPPORTER_FIELDS = frozenset({"first_name", "last_name", "full_name", "email", "
 ORG_FIELDS = frozenset({"name", "postal_address"})
 CAMPAIGN_FIELDS = frozenset({"subject", "preheader", "name"})
 TOP_LEVEL = {"supporter": SUPPORTER_FIELDS, "org": ORG_FIELDS, "campaign": CAMPAIGN_FIELDS,
-             "unsubscribe_url": None}
+             "unsubscribe_url": None, "preferences_url": None}
 
 SAMPLE_SUPPORTER = {"first_name": "Amina", "last_name": "Haddad", "full_name": "Amina Haddad",
                     "email": "amina@example.net", "postal_code": "N1 9GU", "country": "GB",
@@ -42,7 +42,8 @@ font-size:12px;line-height:18px;color:#555;text-align:center;">
 <p style="margin:0 0 8px;">You receive these periodic email updates from {{ org.name }} because you asked for them.</p>
 <p style="margin:0 0 8px;">{{ org.name }} · {{ org.postal_address }}</p>
 <p style="margin:0;"><a href="{{ unsubscribe_url }}" style="color:#555;text-decoration:underline;">Unsubscribe</a>
-from these emails at any time.</p>
+from these emails at any time, or <a href="{{ preferences_url }}" style="color:#555;text-decoration:underline;">change
+your details or pause these emails</a>.</p>
 </div>
 """
 FOOTER_TEXT = """
@@ -51,6 +52,7 @@ FOOTER_TEXT = """
 You receive these periodic email updates from {{ org.name }} because you asked for them.
 {{ org.name }}, {{ org.postal_address }}
 Unsubscribe: {{ unsubscribe_url }}
+Change your details or pause these emails: {{ preferences_url }}
 """
 # Inbox preview text: hidden in the body, shown by mail clients beside the subject.
 PREHEADER_HTML = ('<div style="display:none;font-size:1px;line-height:1px;max-height:0;max-width:0;opacity:0;'
@@ -115,8 +117,13 @@ class Rendered:
 class CompiledCampaign:
     """The per-version result of compiling: three Jinja templates ready for render()."""
 
-    def __init__(self, subject: str, html: str, text: str, preheader: str = ""):
+    def __init__(self, subject: str, html: str, text: str, preheader: str = "", links: tuple[str, ...] = (),
+                 tracks_opens: bool = False):
         self.html_source = html
+        # The tracked links of the HTML part by index (tracking.links), and whether it has the pixel:
+        # the renderer then gives each message its click_base and open_url.
+        self.links = links
+        self.tracks_opens = tracks_opens
         self.text_source = text
         self._subject = _text_env.from_string(subject)
         self._preheader = _text_env.from_string(preheader) if "{" in preheader else None
@@ -155,18 +162,34 @@ def _with_footer(html: str) -> str:
 
 
 @lru_cache(maxsize=64)
-def _compile(subject: str, preheader: str, mjml_source: str, text_body: str) -> CompiledCampaign:
+def _compile(subject: str, preheader: str, mjml_source: str, text_body: str, track_opens: bool = False,
+             track_clicks: bool = False) -> CompiledCampaign:
+    from tracking.links import add_pixel, rewrite_links
+
     html = compile_mjml(mjml_source)
+    # The plain-text part is made before any rewriting: it keeps the real URLs.
     text = text_body.strip() + "\n" if text_body.strip() else html_to_text(html)
-    return CompiledCampaign(subject, _with_footer(html), text.rstrip("\n") + FOOTER_TEXT, preheader)
+    html = _with_footer(html)
+    links: tuple[str, ...] = ()
+    if track_clicks:
+        html, links = rewrite_links(html)
+    if track_opens:
+        html = add_pixel(html)
+    return CompiledCampaign(subject, html, text.rstrip("\n") + FOOTER_TEXT, preheader, links, track_opens)
 
 
-def compile_campaign(campaign) -> CompiledCampaign:
-    """The compiled templates for the campaign's current content (cached per content)."""
+def compile_campaign(campaign, *, tracking: bool = True) -> CompiledCampaign:
+    """The compiled templates for the campaign's current content (cached per content).
+
+    With `tracking`, links and the pixel as the campaign's switches say; previews and test sends
+    pass False, so nothing they show is counted and every link goes straight to its page.
+    """
     problems = check_content(campaign.subject, campaign.preheader, campaign.mjml, campaign.text_body)
     if problems:
         raise CompositionError(problems)
-    return _compile(campaign.subject, campaign.preheader or "", campaign.mjml, campaign.text_body)
+    return _compile(campaign.subject, campaign.preheader or "", campaign.mjml, campaign.text_body,
+                    bool(tracking and getattr(campaign, "track_opens", False)),
+                    bool(tracking and getattr(campaign, "track_clicks", False)))
 
 
 def check_content(subject: str, preheader: str, mjml_source: str, text_body: str) -> list[Problem]:
@@ -306,7 +329,7 @@ def sample_context(config=None, campaign=None) -> dict[str, Any]:
     return {"supporter": dict(SAMPLE_SUPPORTER),
             "org": org_context(config) if config else {"name": "Org", "postal_address": "1 Street"},
             "campaign": campaign_context(campaign) if campaign else {"subject": "", "preheader": "", "name": ""},
-            "unsubscribe_url": "https://example.org/u/sample"}
+            "unsubscribe_url": "https://example.org/u/sample", "preferences_url": "https://example.org/preferences/sample"}
 
 
 def sample_subject(campaign, config) -> str:
@@ -326,5 +349,6 @@ def preview(campaign, config, supporter: dict[str, Any] | None = None) -> Render
     if supporter is not None:
         context["supporter"] = supporter
     context["unsubscribe_url"] = "#unsubscribe-preview"
-    return compile_campaign(campaign).render(context)
+    context["preferences_url"] = "#preferences-preview"
+    return compile_campaign(campaign, tracking=False).render(context)
 

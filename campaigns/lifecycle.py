@@ -45,7 +45,8 @@ def estimated_recipients(campaign: Campaign) -> int:
     if campaign.segment is None:
         return 0
     condition = compiler.segment_condition(validate(campaign.segment.rules, segment_id=campaign.segment_id))
-    return db.session.scalar(select(func.count()).select_from(Supporter).where(condition, queries.mailable())) or 0
+    return db.session.scalar(select(func.count()).select_from(Supporter).where(
+        condition, queries.mailable(), queries.not_paused(datetime.now(UTC)))) or 0
 
 
 def send_now(campaign: Campaign, actor_id: int | None = None) -> None:
@@ -165,7 +166,7 @@ def deliver_test(campaign_id: int, addresses: list[str], supporter_id: int | Non
     campaign = db.session.get(Campaign, campaign_id)
     if campaign is None:
         raise LookupError(f"campaign {campaign_id} does not exist")
-    renderer = Renderer.for_campaign(campaign)
+    renderer = Renderer.for_campaign(campaign, tracking=False)
     person = dict(SAMPLE_SUPPORTER, custom_fields={})
     if supporter_id is not None:
         people = queries.recipients([supporter_id])

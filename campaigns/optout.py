@@ -20,7 +20,7 @@ from crm.supporters.suppression import is_suppressed
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("unsubscribe_link", "one_click")
+SOURCES = ("unsubscribe_link", "one_click", "preference_page")
 UNDO_SOURCE = "unsubscribe_undo"
 # Statuses an unsubscribe withdraws consent from. A bouncing address may recover (mailbox full)
 # and staff may resubscribe it, so the person's "stop" is recorded for them too. A complaint is
@@ -114,7 +114,7 @@ def unsubscribe_by_message(message_id: int, source: str, *, ip: str | None = Non
     if changed:
         record_consent(
             supporter, "opt_out", source, campaign_id=campaign_id, ip=_clip(ip, 64),
-            user_agent=user_agent, wording=unsubscribe_wording(address) if source == "unsubscribe_link" else "",
+            user_agent=user_agent, wording=unsubscribe_wording(address) if source != "one_click" else "",
         )
         already_counted = db.session.scalar(db.select(exists().where(
             EngagementEvent.message_id == message_id, EngagementEvent.kind == "unsubscribe")))

@@ -32,7 +32,7 @@ from campaigns import queries
 from campaigns.compose import CompiledCampaign, campaign_context, compile_campaign, supporter_context
 from campaigns.mime import MessageSkeleton
 from campaigns.throttle import ErrorWindow, Heartbeat, RelaySlots, RunState, SendRate, is_alive, set_campaign_state
-from campaigns.tokens import unsubscribe_url
+from campaigns.tokens import preferences_url, test_preferences_url, unsubscribe_url
 from campaigns.transport import (
     Declined,
     DeliveryError,
@@ -50,6 +50,7 @@ from crm.segments import compiler
 from crm.segments.rules import RuleError, validate
 from crm.settings import org
 from crm.supporters.withdrawn import WithdrawalWatch
+from tracking.tokens import make_tracking_token, tracking_urls
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,7 @@ def start_campaign(campaign_id: int, expected_version: int | None = None) -> int
         db.session.rollback()
         return 0
     total = queries.snapshot(campaign_id, condition, now)
+    store_links(campaign)
     db.session.execute(update(Campaign).where(Campaign.id == campaign_id).values(total=total)
                        .execution_options(synchronize_session=False))
     db.session.commit()
@@ -111,6 +113,18 @@ def start_campaign(campaign_id: int, expected_version: int | None = None) -> int
     log.info("campaign %s: %s recipients snapshotted", campaign_id, total)
     enqueue_batches(campaign_id)
     return total
+
+
+def store_links(campaign: Campaign) -> None:
+    """Keep the tracked links of the version being sent: the only places its click redirect may go."""
+    from crm.models import CampaignLink
+
+    links = compile_campaign(campaign).links
+    exists = db.session.scalar(db.select(CampaignLink.position).where(
+        CampaignLink.campaign_id == campaign.id, CampaignLink.version == campaign.version).limit(1))
+    if links and exists is None:
+        db.session.add_all(CampaignLink(campaign_id=campaign.id, version=campaign.version, position=i, url=url)
+                           for i, url in enumerate(links))
 
 
 def readiness_problem(campaign: Campaign) -> str:
@@ -186,9 +200,11 @@ class Renderer:
     compiled: CompiledCampaign
     skeleton: MessageSkeleton
     base_context: dict = field(default_factory=dict)
+    # (campaign id, version) read once: the campaign row expires at every commit of the batch.
+    tracking_key: tuple[int, int] = (0, 0)
 
     @classmethod
-    def for_campaign(cls, campaign: Campaign) -> Renderer:
+    def for_campaign(cls, campaign: Campaign, *, tracking: bool = True) -> Renderer:
         config = current_app.config
         sender = campaign.sender
         skeleton = MessageSkeleton(
@@ -197,7 +213,8 @@ class Renderer:
             campaign_id=campaign.id, unsubscribe_mailto=config.get("UNSUBSCRIBE_MAILTO") or "",
         )
         context = {"org": org.current().as_context(), "campaign": campaign_context(campaign)}
-        return cls(campaign, compile_campaign(campaign), skeleton, context)
+        return cls(campaign, compile_campaign(campaign, tracking=tracking), skeleton, context,
+                   (campaign.id, campaign.version))
 
     @property
     def uses_petitions(self) -> bool:
@@ -215,6 +232,9 @@ class Renderer:
             country=person.get("country") or "", petitions=person.get("petitions"),
             custom=person.get("custom_fields"))
         context["unsubscribe_url"] = url
+        context["preferences_url"] = test_preferences_url() if test else preferences_url(message_id)
+        if not test and (self.compiled.links or self.compiled.tracks_opens):
+            context.update(tracking_urls(make_tracking_token(message_id, *self.tracking_key)))
         parts = self.compiled.render(context)
         subject = f"[TEST] {parts.subject}" if test else parts.subject
         msgid = self.skeleton.message_id(message_id if not test else "test")

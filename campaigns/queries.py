@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import and_, bindparam, exists, func, insert, literal, select, text, update
+from sqlalchemy import and_, bindparam, exists, func, insert, literal, or_, select, text, update
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import FunctionElement
 from sqlalchemy.types import String
@@ -52,8 +52,15 @@ def mailable():
     )
 
 
+def not_paused(now: datetime):
+    """Not pausing updates at `now` (the preference page's pause): back by themselves after the date."""
+    return or_(Supporter.paused_until.is_(None), Supporter.paused_until <= now)
+
+
 def snapshot(campaign_id: int, segment_condition, now: datetime) -> int:
     """Insert one queued message per mailable member of the segment; return how many.
+
+    Supporters pausing updates until after `now` are left out (they come back by themselves).
 
     One INSERT ... SELECT: no Python loop over people. Ordered by supporter id so the new
     message ids are dense and batches over id ranges come out even. The suppression test is an
@@ -67,7 +74,7 @@ def snapshot(campaign_id: int, segment_condition, now: datetime) -> int:
     rows = (
         select(literal(campaign_id), Supporter.id, Supporter.email, literal("queued"), literal(0),
                literal(""), literal(now))
-        .where(segment_condition, mailable())
+        .where(segment_condition, mailable(), not_paused(now))
         .order_by(Supporter.id)
     )
     stmt = insert(Message).from_select(

@@ -25,26 +25,36 @@ TEST_PAYLOAD = "test-message"
 
 
 def _serializer() -> URLSafeSerializer:
+    return signer(SALT)
+
+
+def signer(salt: str) -> URLSafeSerializer:
+    """The serializer for one kind of link (its own salt), on SECRET_KEY and its fallbacks."""
     config = current_app.config
     # itsdangerous signs with the last key and verifies with any of them.
-    return _serializer_for((*(config.get("SECRET_KEY_FALLBACKS") or ()), config["SECRET_KEY"]))
+    return _serializer_for((*(config.get("SECRET_KEY_FALLBACKS") or ()), config["SECRET_KEY"]), salt)
 
 
 @lru_cache(maxsize=8)
-def _serializer_for(keys: tuple[str, ...]) -> URLSafeSerializer:
+def _serializer_for(keys: tuple[str, ...], salt: str) -> URLSafeSerializer:
     # Built once per key set: deriving the signing key costs more than signing (the send loop
     # signs one token per message).
-    return URLSafeSerializer(list(keys), salt=SALT)
+    return URLSafeSerializer(list(keys), salt=salt)
+
+
+def load_signed(token: object, salt: str) -> object | None:
+    """The payload signed with `salt`, or None for anything we did not sign (never raises)."""
+    if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
+        return None
+    try:
+        return signer(salt).loads(token)
+    except (BadData, ValueError):  # ValueError: e.g. lone surrogates that cannot be encoded
+        return None
 
 
 def _load(token: object) -> object | None:
     """The signed payload, or None for anything we did not sign (never raises)."""
-    if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
-        return None
-    try:
-        return _serializer().loads(token)
-    except (BadData, ValueError):  # ValueError: e.g. lone surrogates that cannot be encoded
-        return None
+    return load_signed(token, SALT)
 
 
 def make_unsubscribe_token(message_id: int) -> str:
@@ -83,3 +93,41 @@ def test_unsubscribe_url() -> str:
 
 # Not a test: keep pytest from collecting this function when a test module imports it.
 test_unsubscribe_url.__test__ = False
+
+
+# The preference page's links: the same message id, under a salt of its own, so an unsubscribe
+# token never opens the preference page or the other way round.
+PREFERENCES_SALT = "campaigns.preferences-link"
+
+
+def make_preferences_token(message_id: int) -> str:
+    """Sign a message id into a URL-safe preference-page token."""
+    if isinstance(message_id, bool) or not isinstance(message_id, int) or message_id < 1:
+        raise ValueError(f"not a message id: {message_id!r}")
+    return signer(PREFERENCES_SALT).dumps(message_id)
+
+
+def read_preferences_token(token: str) -> int | None:
+    """The message id a preference token was made for, or None (malformed, tampered or a test token)."""
+    payload = load_signed(token, PREFERENCES_SALT)
+    if isinstance(payload, bool) or not isinstance(payload, int) or payload < 1:
+        return None
+    return payload
+
+
+def is_test_preferences_token(token: str) -> bool:
+    """Whether the preference token came from a test send."""
+    return load_signed(token, PREFERENCES_SALT) == TEST_PAYLOAD
+
+
+def preferences_url(message_id: int) -> str:
+    """The public preference page URL for one message (footer link and {{ preferences_url }})."""
+    return current_app.config["BASE_URL"].rstrip("/") + "/preferences/" + make_preferences_token(message_id)
+
+
+def test_preferences_url() -> str:
+    """The preference URL put in test sends: the page says it came from a test message."""
+    return current_app.config["BASE_URL"].rstrip("/") + "/preferences/" + signer(PREFERENCES_SALT).dumps(TEST_PAYLOAD)
+
+
+test_preferences_url.__test__ = False

@@ -4,6 +4,7 @@ from flask import Flask
 
 
 def register_blueprints(app: Flask) -> None:
+    from campaigns.preference_pages import bp as preferences
     from campaigns.unsubscribe import bp as unsubscribe
     from campaigns.views import bp as campaigns
     from crm.auth import bp as auth
@@ -12,6 +13,7 @@ def register_blueprints(app: Flask) -> None:
     from crm.outbox import bp as outbox
     from crm.petitions import bp as petitions
     from crm.public import bp as public
+    from crm.public.confirm import bp as confirm
     from crm.reports import bp as reports
     from crm.segments import bp as segments
     from crm.settings import bp as settings
@@ -20,8 +22,9 @@ def register_blueprints(app: Flask) -> None:
     from feedback.pages import bp as deliverability
     from feedback.settings import bp as feedback_settings
     from feedback.views import bp as hooks
+    from tracking.views import bp as tracking
 
     for blueprint in (auth, dashboard, supporters, petitions, segments, campaigns, reports,
                       settings, staff, outbox, public, imports, unsubscribe, hooks, deliverability,
-                      feedback_settings):
+                      feedback_settings, tracking, preferences, confirm):
         app.register_blueprint(blueprint)

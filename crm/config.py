@@ -53,7 +53,8 @@ TUNABLES = {
     "COMPLAINT_PAUSE_RATE": float, "COMPLAINT_PAUSE_MIN_DELIVERIES": int, "BOUNCE_MAILBOX_INTERVAL_SECONDS": float,
     "FEEDBACK_MAX_AGE_SECONDS": float, "FEEDBACK_MAX_BODY_BYTES": int,
     "LOGIN_MAX_FAILURES": int, "LOGIN_ACCOUNT_MAX_FAILURES": int, "LOGIN_IP_MAX_FAILURES": int,
-    "LOGIN_WINDOW_SECONDS": int,
+    "LOGIN_WINDOW_SECONDS": int, "TRACKING_FLUSH_SECONDS": float, "SIGN_CONFIRM_EXPIRY_DAYS": int,
+    "SIGN_CONFIRM_REMINDER_HOURS": float,
 }
 
 DEFAULTS = {
@@ -68,6 +69,9 @@ DEFAULTS = {
     "LOGIN_ACCOUNT_MAX_FAILURES": 100,  # per account, from every address together
     "LOGIN_IP_MAX_FAILURES": 50,  # per IP address, across accounts
     "LOGIN_WINDOW_SECONDS": 15 * 60,
+    "TRACKING_FLUSH_SECONDS": 2.0,  # how often the workers write recorded opens and clicks to the database
+    "SIGN_CONFIRM_EXPIRY_DAYS": 14,  # double opt-in: days a signer has to confirm before the request lapses
+    "SIGN_CONFIRM_REMINDER_HOURS": 48,  # double opt-in: when the one reminder goes to a signer who has not confirmed
     "WTF_CSRF_TIME_LIMIT": None,
     "SESSION_COOKIE_HTTPONLY": True,
     "SESSION_COOKIE_SAMESITE": "Lax",

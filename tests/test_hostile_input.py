@@ -172,7 +172,8 @@ def _url_part(route: walk.Route, name: str) -> str:
 
 
 def _position(route: walk.Route, name: str) -> int:
-    return {"slug": 2, "token": 2, "key": 2, "provider": 2, "name": 3}[name]
+    return {"slug": 2, "token": 2, "key": 2, "provider": 2, "name": 3, "tracking_token": 2, "index": 3,
+            "preferences_token": 2, "confirm_token": 2}[name]
 
 
 def allowed(app, role: str | None, endpoint: str) -> bool:

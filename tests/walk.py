@@ -12,13 +12,15 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
-from campaigns.tokens import make_unsubscribe_token
+from campaigns.tokens import make_preferences_token, make_unsubscribe_token
 from crm.extensions import db
 from crm.imports import service as imports
-from crm.models import EmailTemplate, Segment, Suppression
+from crm.models import EmailTemplate, Segment, SignatureConfirmation, Suppression
+from crm.petitions.confirmation import make_confirm_token
 from crm.supporters import service as supporters
 from crm.supporters.suppression import suppress
 from tests import factories
+from tracking.tokens import make_tracking_token
 
 ROLES = ("analyst", "organizer", "admin")
 
@@ -36,7 +38,10 @@ def make_world() -> dict[str, object]:
     supporter = factories.make_supporter()
     tag = supporters.add_tag(supporter, "walked")
     petition = factories.make_petition()
-    factories.make_signature(petition, supporter)
+    signature = factories.make_signature(petition, supporter)
+    pending = SignatureConfirmation(signature_id=signature.id, petition_id=petition.id, supporter_id=supporter.id,
+                                    consent_action="opt_in", reason="", wording="Walked wording", send_count=1)
+    db.session.add(pending)
     segment = Segment(name="Walked", rules={"op": "all", "rules": []})
     template = EmailTemplate(name="Walked template", mjml=factories.DEFAULT_MJML)
     db.session.add_all([segment, template])
@@ -53,7 +58,10 @@ def make_world() -> dict[str, object]:
             "segment_id": segment.id, "template_id": template.id, "campaign_id": campaign.id,
             "sender_id": campaign.sender_id, "import_id": job.id, "user_id": staff.id,
             "token": make_unsubscribe_token(message.id), "key": "no-such-message", "filename": "app.css",
-            "entry_id": entry.id, "provider": "generic", "name": "generic"}
+            "entry_id": entry.id, "provider": "generic", "name": "generic",
+            "tracking_token": make_tracking_token(message.id, sent.id, sent.version), "index": "0",
+            "preferences_token": make_preferences_token(message.id),
+            "confirm_token": make_confirm_token(pending.id)}
 
 
 # Endpoints whose success takes away a row the others need (or the session): walked last.

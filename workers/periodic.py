@@ -65,6 +65,18 @@ def _mailbox_interval(config: dict) -> float:
     return float(config["BOUNCE_MAILBOX_INTERVAL_SECONDS"]) if config.get("BOUNCE_MAILBOX_URL") else 60.0
 
 
+def _flush_tracking() -> object:
+    from tracking.flush import flush
+
+    return flush()
+
+
+def _remind_and_expire_confirmations() -> object:
+    from crm.petitions.confirmation import remind_and_expire
+
+    return remind_and_expire()
+
+
 PERIODIC = (
     # Recovery from dead batches: within SEND_HEARTBEAT_SECONDS plus one interval of a death.
     Periodic("sweep-campaigns", lambda config: float(config["SEND_SWEEP_SECONDS"]), _sweep_campaigns),
@@ -72,6 +84,10 @@ PERIODIC = (
     Periodic("start-due-campaigns", lambda config: 1.0, _start_due_campaigns),
     # The bounce mailbox, every few minutes when BOUNCE_MAILBOX_URL is set.
     Periodic("fetch-bounce-mailbox", _mailbox_interval, _fetch_bounce_mailbox),
+    # Opens and clicks recorded in Redis reach engagement_event (and the segments) within seconds.
+    Periodic("flush-tracking", lambda config: float(config["TRACKING_FLUSH_SECONDS"]), _flush_tracking),
+    # Double opt-in: the one reminder and the expiry, checked every few minutes.
+    Periodic("remind-expire-confirmations", lambda config: 300.0, _remind_and_expire_confirmations),
 )
 
 

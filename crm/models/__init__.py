@@ -7,6 +7,7 @@ from crm.models.campaigns import (
     ENGAGEMENT_KINDS,
     MESSAGE_STATUSES,
     Campaign,
+    CampaignLink,
     EmailTemplate,
     EngagementEvent,
     Message,
@@ -27,6 +28,7 @@ from crm.models.petitions import (
     ConsentWording,
     Petition,
     Signature,
+    SignatureConfirmation,
 )
 from crm.models.segments import Segment
 from crm.models.settings import OrgSettings
@@ -44,11 +46,11 @@ from crm.models.supporters import (
 )
 
 __all__ = [
-    "Base", "utcnow", "CONSENT_MODES", "PETITION_STATUSES", "Petition", "Signature", "ROLES",
+    "Base", "utcnow", "CONSENT_MODES", "PETITION_STATUSES", "Petition", "Signature", "SignatureConfirmation", "ROLES",
     "AuditLog", "StaffUser", "CONSENT_ACTIONS", "EMAIL_STATUSES", "STATUS_AFTER",
     "ConsentEvent", "Supporter", "Tag", "supporter_tag", "ConsentWording", "Suppression",
     "IMPORT_STATUSES", "ImportJob", "Segment", "CAMPAIGN_STATUSES", "EDITABLE_STATUSES",
-    "ENGAGEMENT_KINDS", "MESSAGE_STATUSES", "Campaign", "EmailTemplate", "EngagementEvent", "Message",
+    "ENGAGEMENT_KINDS", "MESSAGE_STATUSES", "Campaign", "CampaignLink", "EmailTemplate", "EngagementEvent", "Message",
     "SenderIdentity", "OrgSettings", "FEEDBACK_KINDS", "FEEDBACK_OUTCOMES", "PROVIDERS", "FeedbackEvent",
     "FeedbackProvider", "FeedbackRules", "SUPPRESSION_REASONS",
 ]

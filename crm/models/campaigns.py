@@ -134,7 +134,10 @@ class EngagementEvent(Base):
     """What a recipient did with a message: open, click, unsubscribe, bounce, complaint."""
 
     __tablename__ = "engagement_event"
-    __table_args__ = (Index("ix_engagement_event_message_kind", "message_id", "kind"),)
+    __table_args__ = (Index("ix_engagement_event_message_kind", "message_id", "kind"),
+                      # The campaign page's counts: one campaign's opens or clicks.
+                      Index("ix_engagement_event_campaign_kind", "campaign_id", "kind"),
+                      Index("ix_engagement_event_event_key", "event_key", unique=True))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     message_id: Mapped[int] = mapped_column(ForeignKey("message.id", ondelete="CASCADE"))
@@ -144,6 +147,12 @@ class EngagementEvent(Base):
     kind: Mapped[str] = mapped_column(String(20))
     url: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # An image proxy's prefetch or a link scanner's click (tracking/machine.py): kept, and counted
+    # apart from people's.
+    is_machine: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
+    link_index: Mapped[int | None]  # the click's position in the campaign version's links
+    # The Redis stream entry a tracked hit came from: the flush's idempotency key (migration 0012).
+    event_key: Mapped[str | None] = mapped_column(String(40))
 
 
 # Engagement segment conditions read "this supporter opened (clicked) since then": one partial
@@ -153,3 +162,14 @@ Index("ix_engagement_event_open_supporter_created", EngagementEvent.supporter_id
       postgresql_where=text("kind = 'open'"), sqlite_where=text("kind = 'open'"))
 Index("ix_engagement_event_click_supporter_created", EngagementEvent.supporter_id, EngagementEvent.created_at,
       postgresql_where=text("kind = 'click'"), sqlite_where=text("kind = 'click'"))
+
+
+class CampaignLink(Base):
+    """A link of one campaign version's HTML part, by position: the only places a click redirect goes."""
+
+    __tablename__ = "campaign_link"
+
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"), primary_key=True)
+    version: Mapped[int] = mapped_column(primary_key=True)
+    position: Mapped[int] = mapped_column(primary_key=True)
+    url: Mapped[str] = mapped_column(Text)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from crm.models.base import Base, Timestamps, utcnow
@@ -28,6 +28,8 @@ class Petition(Timestamps, Base):
     consent_wording_version: Mapped[int] = mapped_column(default=1)
     thank_you_message: Mapped[str] = mapped_column(Text, default="")
     redirect_url: Mapped[str] = mapped_column(String(500), default="")
+    # Signers who are not yet subscribed must confirm by email before they are (crm.petitions.confirmation).
+    double_opt_in: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
     status: Mapped[str] = mapped_column(String(20), default="draft", index=True)
     published_at: Mapped[datetime | None]
     closed_at: Mapped[datetime | None]
@@ -68,3 +70,35 @@ class Signature(Base):
 
     petition: Mapped[Petition] = relationship()
     supporter: Mapped[Supporter | None] = relationship()
+
+
+class SignatureConfirmation(Base):
+    """A double opt-in signer's pending subscription: what they agreed to, until they click the emailed link."""
+
+    __tablename__ = "signature_confirmation"
+    __table_args__ = (
+        UniqueConstraint("signature_id", name="uq_signature_confirmation_signature_id"),
+        Index("ix_signature_confirmation_pending", "petition_id", "created_at",
+              postgresql_where=text("confirmed_at IS NULL AND expired_at IS NULL"),
+              sqlite_where=text("confirmed_at IS NULL AND expired_at IS NULL")),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    signature_id: Mapped[int] = mapped_column(ForeignKey("signature.id", ondelete="CASCADE"))
+    petition_id: Mapped[int] = mapped_column(ForeignKey("petition.id", ondelete="CASCADE"))
+    supporter_id: Mapped[int] = mapped_column(ForeignKey("supporter.id", ondelete="CASCADE"))
+    # The consent event the signature would have recorded at once (opt_in or resubscribe), and why.
+    consent_action: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    # The wording the signer saw: the confirmation's consent event points at it.
+    wording_id: Mapped[int | None] = mapped_column(ForeignKey("consent_wording.id"))
+    wording_version: Mapped[int | None]
+    wording: Mapped[str] = mapped_column(Text, default="")
+    ip: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(400))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None]  # the latest confirmation mail (first, reminder or re-sign)
+    send_count: Mapped[int] = mapped_column(default=0)
+    reminded_at: Mapped[datetime | None]
+    confirmed_at: Mapped[datetime | None]
+    expired_at: Mapped[datetime | None]

@@ -11,9 +11,10 @@ from sqlalchemy.orm import Mapped, WriteOnlyMapped, mapped_column, relationship
 from crm.models.base import Base, Timestamps, utcnow
 
 EMAIL_STATUSES = ("subscribed", "unsubscribed", "bouncing", "complained", "never_subscribed")
-CONSENT_ACTIONS = ("opt_in", "opt_out", "bounce", "complaint", "resubscribe")
+CONSENT_ACTIONS = ("opt_in", "opt_out", "bounce", "complaint", "resubscribe", "pause", "update_details")
 
-# Which email_status each consent action leaves a supporter in.
+# Which email_status each consent action leaves a supporter in; the others (a pause, details
+# changed on the preference page) are recorded as proof and leave it as it is.
 STATUS_AFTER = {
     "opt_in": "subscribed",
     "resubscribe": "subscribed",
@@ -47,6 +48,8 @@ class Supporter(Timestamps, Base):
     custom_fields: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     notes: Mapped[str] = mapped_column(Text, default="")
     erased_at: Mapped[datetime | None]
+    # Chosen on the preference page: no campaign snapshot includes them before this time.
+    paused_until: Mapped[datetime | None]
 
     tags: Mapped[list[Tag]] = relationship(secondary=supporter_tag, back_populates="supporters")
     consent_events: WriteOnlyMapped[ConsentEvent] = relationship(

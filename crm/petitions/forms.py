@@ -1,7 +1,7 @@
 """The staff petition form; the rules themselves live in crm.petitions.service."""
 
 from flask_wtf import FlaskForm
-from wtforms import IntegerField, RadioField, StringField, TextAreaField
+from wtforms import BooleanField, IntegerField, RadioField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import InputRequired, Length, NumberRange, Optional
 
@@ -24,6 +24,8 @@ class PetitionForm(FlaskForm):
         SelectChoice(CONSENT_MODES[0], "Implied: signing subscribes (wording shown under the button)"),
         SelectChoice(CONSENT_MODES[1], "Checkbox: only signers who tick the box are subscribed"),
     ])
+
+    double_opt_in = BooleanField("Ask signers to confirm by email (double opt-in)")
 
     def data_for_service(self) -> dict:
         """The fields as save_petition expects them (empty text as "")."""

@@ -16,7 +16,8 @@ from sqlalchemy import text
 # it runs in autocommit, so there is no BEGIN or COMMIT round trip either.
 #
 # target reads the petition and the wording from the database, not from the caller's
-# (possibly cached) copy: it is empty unless the petition is open and has the wording version
+# (possibly cached) copy: it is empty unless the petition is open, does not ask for double
+# opt-in (those signers take the ORM path, which defers their consent), and has the wording version
 # the form showed (:wording_version; NULL means the current version). Everything below
 # inserts from it, so a closed petition gets nothing, and the consent event copies that
 # version's text, number and id from its row. The last SELECT says whether the petition was
@@ -52,7 +53,7 @@ WITH target AS (
     FROM petition p
     JOIN consent_wording w ON w.petition_id = p.id
                           AND w.version = COALESCE(CAST(:wording_version AS integer), p.consent_wording_version)
-    WHERE p.id = :petition_id AND p.status = 'open'
+    WHERE p.id = :petition_id AND p.status = 'open' AND NOT p.double_opt_in
 ), new_supporter AS (
     INSERT INTO supporter (email, first_name, last_name, postal_code, country, email_status, source,
                            custom_fields, notes, created_at, updated_at)

@@ -44,7 +44,7 @@ petition_changed = Namespace().signal("petition-changed")
 
 # Editable fields, in the order the form shows them.
 FIELDS = ("slug", "title", "body", "addressed_to", "goal", "thank_you_message", "redirect_url",
-          "consent_wording", "consent_mode")
+          "consent_wording", "consent_mode", "double_opt_in")
 
 # Which statuses each staff action may start from, and where it leads.
 TRANSITIONS = {
@@ -223,6 +223,8 @@ def wording_history(petition: Petition) -> list[ConsentWording]:
 
 def _normalised(data: dict) -> dict:
     data = {k: data[k] for k in FIELDS if k in data}
+    if "double_opt_in" in data:
+        data["double_opt_in"] = bool(data["double_opt_in"])
     for key in ("slug", "title", "addressed_to", "redirect_url", "consent_wording"):
         if isinstance(data.get(key), str):
             data[key] = data[key].strip()
@@ -433,6 +435,7 @@ class PublicPetition:
     consent_wording_version: int
     thank_you_message: str
     redirect_url: str
+    double_opt_in: bool
     status: str
     wording: Wording | None  # the current version's row; None until a legacy petition stores it
 
@@ -441,7 +444,7 @@ _petition, _wording = Petition.__table__.c, ConsentWording.__table__.c
 _PUBLIC_COLUMNS = (_petition.id, _petition.slug, _petition.title, _petition.body, _petition.addressed_to,
                    _petition.goal, _petition.consent_mode, _petition.consent_wording,
                    _petition.consent_wording_version, _petition.thank_you_message,
-                   _petition.redirect_url, _petition.status)
+                   _petition.redirect_url, _petition.double_opt_in, _petition.status)
 _WORDING_COLUMNS = (_wording.id, _wording.version, _wording.mode, _wording.text)
 # The petition and its current wording version in one statement: the unique slug index, then
 # the (petition_id, version) unique index of consent_wording. Plain Core on table columns,

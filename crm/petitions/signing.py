@@ -20,7 +20,7 @@ from crm.database import is_postgres
 from crm.emails import normalise_email
 from crm.extensions import db
 from crm.models import STATUS_AFTER, Signature, Supporter, utcnow
-from crm.petitions import queries
+from crm.petitions import confirmation, queries
 from crm.petitions.service import PublicPetition, Wording, find_public, form_version, wording_for_form
 from crm.supporters.consent import record_consent
 from crm.supporters.suppression import email_hash, entry_for, lift_for_fresh_opt_in
@@ -47,6 +47,7 @@ class SignResult:
     supporter_id: int | None
     already_signed: bool = False
     consent_event_id: int | None = None
+    confirmation_id: int | None = None  # double opt-in: the consent waits for the emailed link
 
 
 def record_signature(petition: PublicPetition, form_data: dict, ip: str | None,
@@ -62,7 +63,7 @@ def record_signature(petition: PublicPetition, form_data: dict, ip: str | None,
     the other request's rows are visible, so it is never a 500.
     """
     email = normalise_email(form_data.get("email", ""))
-    if is_postgres():
+    if is_postgres():  # a double opt-in petition always takes the ORM path (the statement checks)
         result = _sign_new_supporter(petition, email, form_data, ip, user_agent)
         if result is not None:
             return result
@@ -76,6 +77,10 @@ def record_signature(petition: PublicPetition, form_data: dict, ip: str | None,
         try:
             result = _sign(petition, email, wording, form_data, ip, user_agent)
             db.session.commit()
+            if result.confirmation_id is not None:
+                confirmation.enqueue_mail(result.confirmation_id)
+            elif result.already_signed and petition.double_opt_in and result.supporter_id is not None:
+                confirmation.resend_on_resign(petition.id, result.supporter_id)
             return result
         except IntegrityError:
             db.session.rollback()
@@ -164,13 +169,18 @@ def _sign(petition: PublicPetition, email: str, wording: Wording, form_data: dic
     reason = ""
     if action and listed is not None:
         action, reason = _lift_suppression(email, listed.reason, ticked)
-    if action:
+    pending = None
+    if action and petition.double_opt_in and supporter.email_status != "subscribed" and listed is None:
+        db.session.flush()  # the signature's id
+        pending = confirmation.defer_consent(signature, supporter, action, reason, wording, ip, user_agent)
+    elif action:
         event = record_consent(supporter, action, source[:EVENT_SOURCE_MAX], wording=wording.text,
                                wording_version=wording.version, wording_id=wording.id,
                                ip=ip, user_agent=user_agent, reason=reason)
     db.session.flush()
     return SignResult(signature_id=signature.id, supporter_id=supporter.id,
-                      consent_event_id=event.id if event is not None else None)
+                      consent_event_id=event.id if event is not None else None,
+                      confirmation_id=pending.id if pending is not None else None)
 
 
 def _consent_action(email_status: str, ticked: bool) -> str | None:

@@ -10,7 +10,7 @@ from crm.auth.permissions import requires
 from crm.extensions import db
 from crm.forms import apply_errors, check_all
 from crm.models import Petition
-from crm.petitions import bp, service
+from crm.petitions import bp, confirmation, service
 from crm.petitions.forms import PetitionForm
 
 
@@ -95,13 +95,14 @@ def _save(form: PetitionForm, petition: Petition | None):
 def show(petition_id: int):
     petition = _petition_or_404(petition_id)
     stats = service.petition_stats(petition)
+    pending, pending_total = confirmation.pending_signers(petition.id)
     return render_template(
         "petitions/show.html", petition=petition, stats=stats,
         peak=max((n for _, n in stats.per_day), default=0),
         signers=service.newest_signers(petition), wordings=service.wording_history(petition),
         public_url=_public_url("public.petition", petition),
         embed_snippet=embed_snippet(_public_url("public.embed", petition), petition.title),
-        export_url=_export_url(petition),
+        export_url=_export_url(petition), pending=pending, pending_total=pending_total,
     )
 
 

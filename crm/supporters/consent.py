@@ -35,7 +35,7 @@ def record_consent(
         user_agent=(user_agent or "")[:400] or None, campaign_id=campaign_id, created_at=at or utcnow(),
     )
     db.session.add(event)
-    supporter.email_status = STATUS_AFTER[action]
+    supporter.email_status = STATUS_AFTER.get(action, supporter.email_status)
     if supporter.email_status != "subscribed" and supporter.id is not None:
         withdrawn.announce(db.session, [supporter.id])
     return event

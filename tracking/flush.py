@@ -1,0 +1,186 @@
+"""The flush: tracked hits from the Redis stream into engagement_event and the message rows.
+
+Each run reads batches through the stream's consumer group: first what this consumer read
+before and never acknowledged (its previous run died between reading and committing), then
+entries another consumer has held for longer than `claim_idle_seconds` (that worker died), then
+new entries. A batch is written in one transaction and acknowledged (XACK, then XDEL to keep
+the stream short) only after the commit. A crash before the commit leaves the entries pending,
+to be written by the next run; a crash after the commit and before the XACK makes the next run
+write them again, which ON CONFLICT (event_key) DO NOTHING turns into nothing. So every hit is
+recorded once.
+
+First-open and first-click times are the earliest human ones: `LEAST` of what the row has and
+what the batch brings, written as a CASE so SQLite and PostgreSQL read it the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from redis import Redis
+from redis.exceptions import ResponseError
+from sqlalchemy import bindparam, select, text
+from sqlalchemy.dialects import postgresql, sqlite
+
+from crm.extensions import db
+from crm.models import CampaignLink, EngagementEvent, Message
+from crm.redis_conn import get_redis
+from tracking.machine import Hit, flag_machines
+from tracking.record import GROUP, STREAM
+
+log = logging.getLogger(__name__)
+
+BATCH = 5000
+CLAIM_IDLE_SECONDS = 60
+
+
+@dataclass
+class FlushResult:
+    read: int = 0
+    written: int = 0
+    machine: int = 0
+    skipped: int = 0  # hits whose message no longer exists
+
+    def __str__(self) -> str:
+        return f"{self.read} read, {self.written} written ({self.machine} by machines), {self.skipped} skipped"
+
+
+def consumer_name() -> str:
+    """This process's name in the consumer group: a restarted worker is a new consumer."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def ensure_group(redis: Redis) -> None:
+    try:
+        redis.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+def flush(redis: Redis | None = None, *, batch: int = BATCH, consumer: str | None = None,
+          claim_idle_seconds: float = CLAIM_IDLE_SECONDS, max_batches: int | None = None) -> FlushResult:
+    """Write every recorded hit to the database; returns what was read and written."""
+    redis = redis or get_redis()
+    consumer = consumer or consumer_name()
+    ensure_group(redis)
+    result = FlushResult()
+    batches = 0
+    own_pending = True
+    claim_from = "0-0"
+    while max_batches is None or batches < max_batches:
+        entries: list = []
+        if own_pending:
+            entries = _entries(redis.xreadgroup(GROUP, consumer, {STREAM: "0"}, count=batch))
+            own_pending = bool(entries)
+        if not entries and claim_from is not None:
+            reply = redis.xautoclaim(STREAM, GROUP, consumer, int(claim_idle_seconds * 1000),
+                                     start_id=claim_from, count=batch)
+            next_id, entries = reply[0], [e for e in reply[1] if e[1]]
+            next_id = next_id.decode() if isinstance(next_id, bytes) else next_id
+            claim_from = None if next_id == "0-0" else next_id
+        if not entries:
+            entries = _entries(redis.xreadgroup(GROUP, consumer, {STREAM: ">"}, count=batch))
+        if not entries:
+            break
+        write_batch(entries, result)
+        ids = [entry_id for entry_id, _ in entries]
+        pipe = redis.pipeline(transaction=False)
+        pipe.xack(STREAM, GROUP, *ids)
+        pipe.xdel(STREAM, *ids)
+        pipe.execute()
+        batches += 1
+    return result
+
+
+def _entries(reply) -> list:
+    if not reply:
+        return []
+    return [e for e in reply[0][1] if e[1]]  # a pending entry deleted meanwhile comes back empty
+
+
+def _hit(entry_id, fields: dict) -> Hit | None:
+    """A stream entry as a Hit, or None for one that does not parse (written by something else)."""
+    get = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+           for k, v in fields.items()}.get
+    try:
+        index = get("i")
+        return Hit(key=entry_id.decode() if isinstance(entry_id, bytes) else entry_id, kind=get("k"),
+                   message_id=int(get("m")), campaign_id=int(get("c")), version=int(get("v")),
+                   link_index=int(index) if index is not None else None,
+                   at=datetime.fromtimestamp(int(get("t")) / 1000, UTC), agent_class=get("a") or "")
+    except (TypeError, ValueError):
+        return None
+
+
+def write_batch(entries: list, result: FlushResult) -> None:
+    """Insert one batch's events and move the messages' first times, in one transaction."""
+    hits = [h for h in (_hit(entry_id, fields) for entry_id, fields in entries) if h and h.kind in ("open", "click")]
+    result.read += len(entries)
+    message_ids = sorted({h.message_id for h in hits})
+    messages = {row.id: row for row in db.session.execute(
+        select(Message.id, Message.supporter_id, Message.campaign_id, Message.sent_at)
+        .where(Message.id.in_(message_ids))).all()} if message_ids else {}
+    known = [h for h in hits if h.message_id in messages and messages[h.message_id].campaign_id == h.campaign_id]
+    result.skipped += len(entries) - len(known)
+    versions = {(h.campaign_id, h.version) for h in known}
+    links = _links(versions)
+    counts = {key: len(urls) for key, urls in links.items()}
+    flag_machines(known, {mid: _aware(row.sent_at) for mid, row in messages.items()}, counts)
+    rows = []
+    for hit in known:
+        url = ""
+        if hit.kind == "click":
+            url = links.get((hit.campaign_id, hit.version), {}).get(hit.link_index, "")
+        rows.append({"message_id": hit.message_id, "supporter_id": messages[hit.message_id].supporter_id,
+                     "campaign_id": hit.campaign_id, "kind": hit.kind, "url": url, "created_at": hit.at,
+                     "is_machine": hit.is_machine, "link_index": hit.link_index, "event_key": hit.key})
+    if rows:
+        insert = (postgresql.insert if db.engine.dialect.name == "postgresql" else sqlite.insert)(EngagementEvent)
+        db.session.execute(insert.on_conflict_do_nothing(index_elements=["event_key"]), rows)
+        _first_times(known)
+    db.session.commit()
+    result.written += len(rows)
+    result.machine += sum(1 for h in known if h.is_machine)
+
+
+def _links(versions: set[tuple[int, int]]) -> dict[tuple[int, int], dict[int, str]]:
+    out: dict[tuple[int, int], dict[int, str]] = {key: {} for key in versions}
+    for campaign_id, version in versions:
+        for position, url in db.session.execute(
+                select(CampaignLink.position, CampaignLink.url)
+                .where(CampaignLink.campaign_id == campaign_id, CampaignLink.version == version)):
+            out[(campaign_id, version)][position] = url
+    return out
+
+
+# The earliest human time per message, moved only earlier: concurrent flushes (two workers) may
+# commit in either order and the row still ends at the minimum. Runs after the inserts, in
+# their transaction; a batch written twice moves nothing the second time.
+_FIRST = {
+    kind: text(f"UPDATE message SET {column} = CASE WHEN {column} IS NULL OR {column} > :at THEN :at "
+               f"ELSE {column} END WHERE id = :mid")
+    .bindparams(bindparam("at", type_=db.DateTime(timezone=True)))
+    for kind, column in (("open", "opened_at"), ("click", "clicked_at"))
+}
+
+
+def _first_times(hits: list[Hit]) -> None:
+    for kind in ("open", "click"):
+        earliest: dict[int, datetime] = {}
+        for hit in hits:
+            if hit.kind == kind and not hit.is_machine:
+                if hit.message_id not in earliest or hit.at < earliest[hit.message_id]:
+                    earliest[hit.message_id] = hit.at
+        if earliest:
+            db.session.execute(_FIRST[kind], [{"mid": mid, "at": at} for mid, at in sorted(earliest.items())])
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
