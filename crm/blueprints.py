@@ -12,7 +12,6 @@ def register_blueprints(app: Flask) -> None:
     from crm.outbox import bp as outbox
     from crm.petitions import bp as petitions
     from crm.public import bp as public
-    from crm.reports import bp as reports
     from crm.segments import bp as segments
     from crm.settings import bp as settings
     from crm.staff import bp as staff
@@ -20,6 +19,7 @@ def register_blueprints(app: Flask) -> None:
     from feedback.pages import bp as deliverability
     from feedback.settings import bp as feedback_settings
     from feedback.views import bp as hooks
+    from reports.views import bp as reports
 
     for blueprint in (auth, dashboard, supporters, petitions, segments, campaigns, reports,
                       settings, staff, outbox, public, imports, unsubscribe, hooks, deliverability,

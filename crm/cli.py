@@ -117,6 +117,7 @@ def init_app(app: Flask) -> None:
     from crm.imports.cli import import_group
     from crm.supporters.cli import supporters_cli
     from feedback.cli import bounces_cli, suppression_cli
+    from reports.cli import reports_cli
 
     app.cli.add_command(users)
     app.cli.add_command(org_cli)
@@ -127,6 +128,7 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(campaigns_cli)
     app.cli.add_command(bounces_cli)
     app.cli.add_command(suppression_cli)
+    app.cli.add_command(reports_cli)
 
 
 def _create_app() -> Flask:

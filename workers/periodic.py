@@ -60,6 +60,18 @@ def _fetch_bounce_mailbox() -> object:
     return fetch()
 
 
+def _refresh_reports() -> object:
+    from reports.rollups import refresh
+
+    return refresh()
+
+
+def _expire_exports() -> object:
+    from reports.exports import expire_old
+
+    return expire_old()
+
+
 def _mailbox_interval(config: dict) -> float:
     # Unconfigured, the task only checks the setting again now and then.
     return float(config["BOUNCE_MAILBOX_INTERVAL_SECONDS"]) if config.get("BOUNCE_MAILBOX_URL") else 60.0
@@ -72,6 +84,10 @@ PERIODIC = (
     Periodic("start-due-campaigns", lambda config: 1.0, _start_due_campaigns),
     # The bounce mailbox, every few minutes when BOUNCE_MAILBOX_URL is set.
     Periodic("fetch-bounce-mailbox", _mailbox_interval, _fetch_bounce_mailbox),
+    # The report roll-ups: incremental, so a refresh costs what changed since the last one.
+    Periodic("refresh-reports", lambda config: float(config["REPORTS_REFRESH_SECONDS"]), _refresh_reports),
+    # Worker-built export files past EXPORT_KEEP_DAYS.
+    Periodic("expire-exports", lambda config: 3600.0, _expire_exports),
 )
 
 

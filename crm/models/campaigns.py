@@ -134,7 +134,11 @@ class EngagementEvent(Base):
     """What a recipient did with a message: open, click, unsubscribe, bounce, complaint."""
 
     __tablename__ = "engagement_event"
-    __table_args__ = (Index("ix_engagement_event_message_kind", "message_id", "kind"),)
+    __table_args__ = (
+        Index("ix_engagement_event_message_kind", "message_id", "kind"),
+        # The report roll-up counts one campaign's opens and clicks (reports/rollups.py).
+        Index("ix_engagement_event_campaign_kind", "campaign_id", "kind"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     message_id: Mapped[int] = mapped_column(ForeignKey("message.id", ondelete="CASCADE"))
@@ -143,6 +147,8 @@ class EngagementEvent(Base):
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"))
     kind: Mapped[str] = mapped_column(String(20))
     url: Mapped[str] = mapped_column(Text, default="")
+    # An image proxy's prefetch or a link scanner's click, not a person: stored, never dropped.
+    machine: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
