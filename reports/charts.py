@@ -38,11 +38,13 @@ class Chart:
     xlabels: list[dict] = field(default_factory=list)
     zero_y: float = 0.0
     empty: bool = False
+    skip_zero_rows: bool = False  # long series (72 hours): the table lists only the rows with something
 
     @property
     def rows(self) -> list[tuple[str, list[float]]]:
         """The accessible table: one row per label, one column per series."""
-        return [(label, [s.values[i] for s in self.series]) for i, label in enumerate(self.labels)]
+        rows = [(label, [s.values[i] for s in self.series]) for i, label in enumerate(self.labels)]
+        return [r for r in rows if any(r[1])] if self.skip_zero_rows else rows
 
 
 def _nice_max(value: float) -> float:

@@ -218,9 +218,11 @@ def _hours_chart(campaign_id: int) -> charts.Chart:
     def col(name):
         return [getattr(rows[h], name) if h in rows else 0 for h in hours]
 
-    return charts.plot("Opens and clicks per hour over the first 72 hours", "line", [f"{h}h" for h in hours], [
+    chart = charts.plot("Opens and clicks per hour over the first 72 hours", "line", [f"{h}h" for h in hours], [
         Series("Opens", col("opens"), "s1"), Series("Opens (people)", col("opens_human"), "s2"),
         Series("Clicks", col("clicks"), "s3"), Series("Clicks (people)", col("clicks_human"), "s4")])
+    chart.skip_zero_rows = True
+    return chart
 
 
 def _breakdown(campaign_id: int, dimension: str) -> list[dict]:
