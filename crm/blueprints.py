@@ -14,7 +14,6 @@ def register_blueprints(app: Flask) -> None:
     from crm.petitions import bp as petitions
     from crm.public import bp as public
     from crm.public.confirm import bp as confirm
-    from crm.reports import bp as reports
     from crm.segments import bp as segments
     from crm.settings import bp as settings
     from crm.staff import bp as staff
@@ -22,6 +21,7 @@ def register_blueprints(app: Flask) -> None:
     from feedback.pages import bp as deliverability
     from feedback.settings import bp as feedback_settings
     from feedback.views import bp as hooks
+    from reports.views import bp as reports
     from tracking.views import bp as tracking
 
     for blueprint in (auth, dashboard, supporters, petitions, segments, campaigns, reports,

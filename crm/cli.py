@@ -118,6 +118,7 @@ def init_app(app: Flask) -> None:
     from crm.supporters.cli import supporters_cli
     from feedback.cli import bounces_cli, suppression_cli
     from tracking.cli import tracking_cli
+    from reports.cli import reports_cli
 
     app.cli.add_command(users)
     app.cli.add_command(org_cli)
@@ -129,6 +130,7 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(bounces_cli)
     app.cli.add_command(suppression_cli)
     app.cli.add_command(tracking_cli)
+    app.cli.add_command(reports_cli)
 
 
 def _create_app() -> Flask:

@@ -55,6 +55,8 @@ TUNABLES = {
     "LOGIN_MAX_FAILURES": int, "LOGIN_ACCOUNT_MAX_FAILURES": int, "LOGIN_IP_MAX_FAILURES": int,
     "LOGIN_WINDOW_SECONDS": int, "TRACKING_FLUSH_SECONDS": float, "SIGN_CONFIRM_EXPIRY_DAYS": int,
     "SIGN_CONFIRM_REMINDER_HOURS": float,
+    "REPORTS_REFRESH_SECONDS": float, "EXPORT_STREAM_MAX_ROWS": int, "EXPORT_KEEP_DAYS": float,
+    "EXPORT_CHUNK_ROWS": int,
 }
 
 DEFAULTS = {
@@ -109,6 +111,11 @@ DEFAULTS = {
     "COMPLAINT_PAUSE_MIN_DELIVERIES": 1000,  # ...of its messages sent, once it has sent this many
     "FEEDBACK_MAX_AGE_SECONDS": 300,  # timestamped webhooks older (or newer) than this are refused
     "FEEDBACK_MAX_BODY_BYTES": 2 * 1024 * 1024,  # larger webhook bodies are refused (413)
+    # Reports and exports (reports/): see the README, "Reports" and "Exports".
+    "REPORTS_REFRESH_SECONDS": 60,  # how often a worker brings the report roll-ups up to date
+    "EXPORT_STREAM_MAX_ROWS": 50_000,  # larger exports are built by a worker, with a progress bar
+    "EXPORT_KEEP_DAYS": 7,  # a worker-built export file is deleted this many days after it is made
+    "EXPORT_CHUNK_ROWS": 20_000,  # rows read from the server-side cursor (and written) at a time
     # Hosts Amazon SNS certificates and subscription URLs may come from (https only).
     "SNS_ALLOWED_HOSTS": "sns.*.amazonaws.com,sns.*.amazonaws.com.cn",
     "SNS_CA_FILE": "",  # extra CA bundle for fetching them (tests, TLS-inspecting proxies)

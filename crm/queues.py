@@ -20,7 +20,9 @@ RUN_IMPORT = "workers.imports.run_import"
 SEND_TEST_MESSAGE = "workers.jobs.send_test_message"
 FETCH_BOUNCES = "workers.feedback.fetch_bounces_job"
 SEND_CONFIRMATION = "workers.petitions.send_confirmation_job"
-JOBS = (START_CAMPAIGN, SEND_BATCH, SEND_TEST, RUN_IMPORT, SEND_TEST_MESSAGE, FETCH_BOUNCES, SEND_CONFIRMATION)
+RUN_EXPORT = "workers.exports.run_export"
+JOBS = (START_CAMPAIGN, SEND_BATCH, SEND_TEST, RUN_IMPORT, SEND_TEST_MESSAGE, FETCH_BOUNCES, SEND_CONFIRMATION,
+        RUN_EXPORT)
 
 
 def queue(name: str = "default", app: Flask | None = None) -> Queue:

@@ -2,7 +2,7 @@
 
 make_world() creates one of each thing a URL names (a supporter with a tag, an open petition,
 a segment, a draft campaign, an email template, a sender identity, an uploaded import, a staff
-account, a sent message's unsubscribe token, a suppression entry, a feedback provider), so a
+account, a sent message's unsubscribe token, a suppression entry, a feedback provider, an export job), so a
 request reaches the view's real work rather than a 404; routes() lists every rule with its
 methods and the URL built from that world.
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from campaigns.tokens import make_preferences_token, make_unsubscribe_token
 from crm.extensions import db
 from crm.imports import service as imports
-from crm.models import EmailTemplate, Segment, SignatureConfirmation, Suppression
+from crm.models import EmailTemplate, ExportJob, Segment, SignatureConfirmation, Suppression
 from crm.petitions.confirmation import make_confirm_token
 from crm.supporters import service as supporters
 from crm.supporters.suppression import suppress
@@ -54,6 +54,9 @@ def make_world() -> dict[str, object]:
     suppress("walked-listed@example.net", reason="staff")
     db.session.commit()
     entry = db.session.scalar(db.select(Suppression).where(Suppression.email == "walked-listed@example.net"))
+    export = ExportJob(kind="engagement", format="csv", requested_by_id=staff.id, status="queued")
+    db.session.add(export)
+    db.session.commit()
     return {"supporter_id": supporter.id, "tag_id": tag.id, "petition_id": petition.id, "slug": petition.slug,
             "segment_id": segment.id, "template_id": template.id, "campaign_id": campaign.id,
             "sender_id": campaign.sender_id, "import_id": job.id, "user_id": staff.id,

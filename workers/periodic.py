@@ -60,6 +60,18 @@ def _fetch_bounce_mailbox() -> object:
     return fetch()
 
 
+def _refresh_reports() -> object:
+    from reports.rollups import refresh
+
+    return refresh()
+
+
+def _expire_exports() -> object:
+    from reports.exports import expire_old
+
+    return expire_old()
+
+
 def _mailbox_interval(config: dict) -> float:
     # Unconfigured, the task only checks the setting again now and then.
     return float(config["BOUNCE_MAILBOX_INTERVAL_SECONDS"]) if config.get("BOUNCE_MAILBOX_URL") else 60.0
@@ -88,6 +100,10 @@ PERIODIC = (
     Periodic("flush-tracking", lambda config: float(config["TRACKING_FLUSH_SECONDS"]), _flush_tracking),
     # Double opt-in: the one reminder and the expiry, checked every few minutes.
     Periodic("remind-expire-confirmations", lambda config: 300.0, _remind_and_expire_confirmations),
+    # The report roll-ups: incremental, so a refresh costs what changed since the last one.
+    Periodic("refresh-reports", lambda config: float(config["REPORTS_REFRESH_SECONDS"]), _refresh_reports),
+    # Worker-built export files past EXPORT_KEEP_DAYS.
+    Periodic("expire-exports", lambda config: 3600.0, _expire_exports),
 )
 
 

@@ -30,6 +30,18 @@ from crm.models.petitions import (
     Signature,
     SignatureConfirmation,
 )
+from crm.models.reports import (
+    EXPORT_STATUSES,
+    CampaignBreakdownRollup,
+    CampaignHourRollup,
+    CampaignLinkRollup,
+    CampaignRollup,
+    DailyRollup,
+    ExportJob,
+    PetitionDayRollup,
+    PetitionSourceRollup,
+    RollupState,
+)
 from crm.models.segments import Segment
 from crm.models.settings import OrgSettings
 from crm.models.staff import ROLES, AuditLog, StaffUser
@@ -52,5 +64,7 @@ __all__ = [
     "IMPORT_STATUSES", "ImportJob", "Segment", "CAMPAIGN_STATUSES", "EDITABLE_STATUSES",
     "ENGAGEMENT_KINDS", "MESSAGE_STATUSES", "Campaign", "CampaignLink", "EmailTemplate", "EngagementEvent", "Message",
     "SenderIdentity", "OrgSettings", "FEEDBACK_KINDS", "FEEDBACK_OUTCOMES", "PROVIDERS", "FeedbackEvent",
-    "FeedbackProvider", "FeedbackRules", "SUPPRESSION_REASONS",
+    "FeedbackProvider", "FeedbackRules", "SUPPRESSION_REASONS", "EXPORT_STATUSES", "CampaignBreakdownRollup",
+    "CampaignHourRollup", "CampaignLinkRollup", "CampaignRollup", "DailyRollup", "ExportJob", "PetitionDayRollup",
+    "PetitionSourceRollup", "RollupState",
 ]

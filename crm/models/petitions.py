@@ -66,6 +66,11 @@ class Signature(Base):
     )
     comment: Mapped[str] = mapped_column(Text, default="")
     source: Mapped[str] = mapped_column(String(120), default="")
+    # Where the signer came from, recorded at signing (crm/petitions/signing.py: _origin).
+    utm_source: Mapped[str] = mapped_column(String(120), default="", server_default="")
+    utm_medium: Mapped[str] = mapped_column(String(120), default="", server_default="")
+    utm_campaign: Mapped[str] = mapped_column(String(120), default="", server_default="")
+    referrer_host: Mapped[str] = mapped_column(String(255), default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     petition: Mapped[Petition] = relationship()

@@ -95,6 +95,8 @@ class ConsentEvent(Base):
     supporter: Mapped[Supporter] = relationship(back_populates="consent_events")
 
 
+# The daily roll-up reads a day's consent events (reports/rollups.py).
+Index("ix_consent_event_created_at", ConsentEvent.created_at)
 # Unsubscribes per campaign (list health): only events carrying a campaign, a small slice.
 Index("ix_consent_event_campaign_id_action", ConsentEvent.campaign_id, ConsentEvent.action,
       postgresql_where=ConsentEvent.campaign_id.is_not(None), sqlite_where=ConsentEvent.campaign_id.is_not(None))

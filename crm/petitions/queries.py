@@ -65,8 +65,10 @@ WITH target AS (
     ON CONFLICT (email) DO NOTHING
     RETURNING id
 ), new_signature AS (
-    INSERT INTO signature (petition_id, supporter_id, comment, source, created_at)
-    SELECT :petition_id, id, :comment, :signature_source, :now FROM new_supporter
+    INSERT INTO signature (petition_id, supporter_id, comment, source, utm_source, utm_medium, utm_campaign,
+                           referrer_host, created_at)
+    SELECT :petition_id, id, :comment, :signature_source, :utm_source, :utm_medium, :utm_campaign,
+           :referrer_host, :now FROM new_supporter
     RETURNING id
 ), new_event AS (
     INSERT INTO consent_event (supporter_id, action, source, wording, wording_version, wording_id,

@@ -327,12 +327,8 @@ def consent_figures(petition_ids: list[int] | None = None) -> dict[int, ConsentF
     joined to consent_wording for the petition: the signing path writes the wording id of
     the version the signer saw, and imports never do (crm.imports.queries).
     """
-    agreed = db.exists(db.select(1).select_from(ConsentEvent).join(ConsentWording, ConsentWording.id ==
-                                                                     ConsentEvent.wording_id)
-                       .where(ConsentEvent.supporter_id == Signature.supporter_id,
-                              ConsentWording.petition_id == Signature.petition_id,
-                              ConsentEvent.action.in_(("opt_in", "resubscribe"))))
-    from_form = db.not_(Signature.source.startswith("import:"))
+    agreed = agreed_when_signing()
+    from_form = signed_on_form()
     query = (db.select(Signature.petition_id, db.func.count(Signature.id),
                        db.func.coalesce(db.func.sum(case((Supporter.email_status == "subscribed", 1), else_=0)), 0),
                        db.func.coalesce(db.func.sum(case((from_form, 1), else_=0)), 0),
@@ -341,6 +337,20 @@ def consent_figures(petition_ids: list[int] | None = None) -> dict[int, ConsentF
     if petition_ids is not None:
         query = query.where(Signature.petition_id.in_(petition_ids))
     return {row[0]: ConsentFigures(*(int(v) for v in row[1:])) for row in db.session.execute(query)}
+
+
+def agreed_when_signing():
+    """SQL test: this signature's signer agreed to updates with one of its petition's wording versions."""
+    return db.exists(db.select(1).select_from(ConsentEvent).join(ConsentWording, ConsentWording.id ==
+                                                                 ConsentEvent.wording_id)
+                     .where(ConsentEvent.supporter_id == Signature.supporter_id,
+                            ConsentWording.petition_id == Signature.petition_id,
+                            ConsentEvent.action.in_(("opt_in", "resubscribe"))))
+
+
+def signed_on_form():
+    """SQL test: this signature was made on one of our forms, not brought by an import."""
+    return db.not_(Signature.source.startswith("import:"))
 
 
 NO_SIGNATURES = ConsentFigures(0, 0, 0, 0)

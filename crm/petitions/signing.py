@@ -106,7 +106,8 @@ def _sign_new_supporter(petition: PublicPetition, email: str, form_data: dict,
         "consent_ticked": bool(form_data.get("consent")), "subscribed": STATUS_AFTER["opt_in"],
         "supporter_source": source[:SUPPORTER_SOURCE_MAX], "now": utcnow(),
         "petition_id": petition.id, "comment": _comment(form_data),
-        "signature_source": _signature_source(form_data), "event_source": source[:EVENT_SOURCE_MAX],
+        "signature_source": _signature_source(form_data), **origin(form_data),
+        "event_source": source[:EVENT_SOURCE_MAX],
         "wording_version": form_version(form_data.get("wording_version")),
         "ip": ip, "user_agent": (user_agent or "")[:USER_AGENT_MAX] or None,
     }
@@ -138,7 +139,7 @@ def _sign(petition: PublicPetition, email: str, wording: Wording, form_data: dic
     if listed is not None and listed.email is None:
         # The address asked to be forgotten: count the signature, store nothing about them.
         signature = Signature(petition_id=petition.id, supporter_id=None,
-                              source=_signature_source(form_data))
+                              source=_signature_source(form_data), **origin(form_data))
         db.session.add(signature)
         db.session.flush()
         log.info("petition %s: signature from a suppressed address recorded anonymously", petition.slug)
@@ -160,7 +161,7 @@ def _sign(petition: PublicPetition, email: str, wording: Wording, form_data: dic
         return SignResult(signature_id=existing, supporter_id=supporter_id, already_signed=True)
 
     signature = Signature(petition_id=petition.id, supporter_id=supporter.id,
-                          comment=_comment(form_data), source=_signature_source(form_data))
+                          comment=_comment(form_data), source=_signature_source(form_data), **origin(form_data))
     db.session.add(signature)
 
     event = None
@@ -231,6 +232,19 @@ def _comment(form_data: dict) -> str:
 
 def _signature_source(form_data: dict) -> str:
     return (form_data.get("source") or "web")[:SIGNATURE_SOURCE_MAX]
+
+
+UTM_FIELDS = ("utm_source", "utm_medium", "utm_campaign")
+
+
+def origin(form_data: dict) -> dict[str, str]:
+    """Where the signer came from, as the signature stores it: utm parameters and the referring host.
+
+    form_data may carry them itself (`utm_source`, ..., `referrer_host`, as the view reads them
+    from the page the form was posted from); each is trimmed and cut to its column's width."""
+    values = {name: str(form_data.get(name) or "").strip()[:SIGNATURE_SOURCE_MAX] for name in UTM_FIELDS}
+    values["referrer_host"] = str(form_data.get("referrer_host") or "").strip().lower()[:255]
+    return values
 
 
 def _fill_empty_fields(supporter: Supporter, form_data: dict) -> None:

@@ -20,8 +20,9 @@ limit, one statement on PostgreSQL and one Redis call for the count.
 from __future__ import annotations
 
 import logging
+from urllib.parse import parse_qs, urlsplit
 
-from flask import abort, redirect, render_template, request, url_for
+from flask import abort, current_app, redirect, render_template, request, url_for
 
 from crm.auth.permissions import public
 from crm.cross_origin import CrossOriginRequest
@@ -29,9 +30,10 @@ from crm.emails import InvalidEmail
 from crm.errors import render_error
 from crm.extensions import csrf, db
 from crm.filters import plural
+from crm.input_guard import strip_control_characters
 from crm.petitions import service
 from crm.petitions.service import PublicPetition
-from crm.petitions.signing import PetitionNotOpen, record_signature
+from crm.petitions.signing import UTM_FIELDS, PetitionNotOpen, record_signature
 from crm.public import bp, pages, throttle
 from crm.public.forms import COUNTRIES, SignForm, quick_signature_data
 from crm.public.pages import Fragments
@@ -209,6 +211,7 @@ def _handle_sign(entry: pages.Entry, *, embed: bool):
             return _render_page(petition, form, embed=embed, status=400)
         data = form.signature_data()
     data["source"] = "embed" if embed else "web"
+    data.update(_origin_fields())
     try:
         result = record_signature(petition, data, ip, request.user_agent.string)
     except InvalidEmail as exc:
@@ -221,6 +224,29 @@ def _handle_sign(entry: pages.Entry, *, embed: bool):
     if not result.already_signed:
         count = entry.count = service.signature_added(petition.id)
     return _after_signing(entry, already_signed=result.already_signed, embed=embed, count=count)
+
+
+def _origin_fields() -> dict[str, str]:
+    """The signature's utm parameters and referring host: posted with the form, or read from the page it came from.
+
+    Our own page's address (sent as Referer: the policy is same-origin) carries the utm
+    parameters of the link the signer followed; a form posted from another site (the
+    organisation's own copy) names that site's host. Headers pass no input check, so their
+    control characters are removed here."""
+    found = {name: request.form.get(name, "") for name in (*UTM_FIELDS, "referrer_host")}
+    referrer = urlsplit(strip_control_characters(request.referrer or "")[:2000])
+    try:
+        host = referrer.hostname or ""
+    except ValueError:  # a malformed port or bracketed host: no usable host
+        host = ""
+    ours = {request.host, urlsplit(current_app.config.get("BASE_URL", "")).netloc}
+    if host and referrer.netloc not in ours and not found["referrer_host"]:
+        found["referrer_host"] = host
+    query = parse_qs(referrer.query)
+    for name in UTM_FIELDS:
+        if not found[name] and query.get(name):
+            found[name] = strip_control_characters(query[name][0])
+    return found
 
 
 def _after_signing(entry: pages.Entry, *, already_signed: bool, embed: bool, count: int | None = None):

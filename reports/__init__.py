@@ -1,0 +1,1 @@
+"""Reports and engagement exports for analysts: roll-ups, report pages, charts and exports."""
