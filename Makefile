@@ -24,7 +24,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 lint: $(STAMP)
-	$(BIN)/ruff check crm campaigns workers feedback tests bench
+	$(BIN)/ruff check crm campaigns workers feedback api outbound tests bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-output

@@ -4,6 +4,7 @@ from flask import Flask
 
 
 def register_blueprints(app: Flask) -> None:
+    import api
     from campaigns.unsubscribe import bp as unsubscribe
     from campaigns.views import bp as campaigns
     from crm.auth import bp as auth
@@ -20,8 +21,10 @@ def register_blueprints(app: Flask) -> None:
     from feedback.pages import bp as deliverability
     from feedback.settings import bp as feedback_settings
     from feedback.views import bp as hooks
+    from outbound.views import bp as webhooks
 
+    api.register(app)
     for blueprint in (auth, dashboard, supporters, petitions, segments, campaigns, reports,
                       settings, staff, outbox, public, imports, unsubscribe, hooks, deliverability,
-                      feedback_settings):
+                      feedback_settings, webhooks):
         app.register_blueprint(blueprint)

@@ -19,7 +19,10 @@ SEND_TEST = "workers.campaigns.send_test_job"
 RUN_IMPORT = "workers.imports.run_import"
 SEND_TEST_MESSAGE = "workers.jobs.send_test_message"
 FETCH_BOUNCES = "workers.feedback.fetch_bounces_job"
-JOBS = (START_CAMPAIGN, SEND_BATCH, SEND_TEST, RUN_IMPORT, SEND_TEST_MESSAGE, FETCH_BOUNCES)
+DISPATCH_WEBHOOKS = "workers.outbound.dispatch_webhooks_job"
+DELIVER_WEBHOOK = "workers.outbound.deliver_webhook_job"
+JOBS = (START_CAMPAIGN, SEND_BATCH, SEND_TEST, RUN_IMPORT, SEND_TEST_MESSAGE, FETCH_BOUNCES, DISPATCH_WEBHOOKS,
+        DELIVER_WEBHOOK)
 
 
 def queue(name: str = "default", app: Flask | None = None) -> Queue:

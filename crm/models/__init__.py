@@ -1,5 +1,6 @@
 """All models, imported here so Alembic and the app see one metadata."""
 
+from crm.models.api import API_SCOPES, ApiKey
 from crm.models.base import Base, utcnow
 from crm.models.campaigns import (
     CAMPAIGN_STATUSES,
@@ -21,6 +22,13 @@ from crm.models.feedback import (
     FeedbackRules,
 )
 from crm.models.imports import IMPORT_STATUSES, ImportJob
+from crm.models.outbound import (
+    DELIVERY_STATUSES,
+    WEBHOOK_EVENTS,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookSettings,
+)
 from crm.models.petitions import (
     CONSENT_MODES,
     PETITION_STATUSES,
@@ -50,5 +58,6 @@ __all__ = [
     "IMPORT_STATUSES", "ImportJob", "Segment", "CAMPAIGN_STATUSES", "EDITABLE_STATUSES",
     "ENGAGEMENT_KINDS", "MESSAGE_STATUSES", "Campaign", "EmailTemplate", "EngagementEvent", "Message",
     "SenderIdentity", "OrgSettings", "FEEDBACK_KINDS", "FEEDBACK_OUTCOMES", "PROVIDERS", "FeedbackEvent",
-    "FeedbackProvider", "FeedbackRules", "SUPPRESSION_REASONS",
+    "FeedbackProvider", "FeedbackRules", "SUPPRESSION_REASONS", "API_SCOPES", "ApiKey", "DELIVERY_STATUSES",
+    "WEBHOOK_EVENTS", "WebhookDelivery", "WebhookEndpoint", "WebhookSettings",
 ]

@@ -16,6 +16,7 @@ from functools import lru_cache
 
 from sqlalchemy.exc import IntegrityError
 
+from crm import events
 from crm.database import is_postgres
 from crm.emails import normalise_email
 from crm.extensions import db
@@ -55,16 +56,18 @@ def record_signature(petition: PublicPetition, form_data: dict, ip: str | None,
 
     form_data keys: email, first_name, last_name, postal_code, country, comment,
     consent (bool, checkbox mode), wording_version (the version the form showed, optional),
-    source (web or embed). Raises crm.emails.InvalidEmail for a bad address, PetitionNotOpen
-    when the petition no longer takes signatures (`petition` may be a cached copy: the
-    database decides). Signing twice records nothing new. A concurrent duplicate (same
-    address, same moment) hits a unique constraint; we roll back and try once more, when
-    the other request's rows are visible, so it is never a 500.
+    source (web or embed), consent_source (the consent event's, default petition:<slug>).
+    Raises crm.emails.InvalidEmail for a bad address, PetitionNotOpen when the petition
+    no longer takes signatures (`petition` may be a cached copy: the database decides).
+    Signing twice records nothing new. A concurrent duplicate (same address, same moment)
+    hits a unique constraint; we roll back and try once more, when the other request's rows
+    are visible, so it is never a 500.
     """
     email = normalise_email(form_data.get("email", ""))
     if is_postgres():
         result = _sign_new_supporter(petition, email, form_data, ip, user_agent)
         if result is not None:
+            _emit_signed(petition, result, new_supporter=True)
             return result
     fresh = find_public(petition.slug)
     if fresh is None or fresh.id != petition.id or fresh.status != "open":
@@ -76,12 +79,25 @@ def record_signature(petition: PublicPetition, form_data: dict, ip: str | None,
         try:
             result = _sign(petition, email, wording, form_data, ip, user_agent)
             db.session.commit()
+            _emit_signed(petition, result)
             return result
         except IntegrityError:
             db.session.rollback()
             if attempt == 2:
                 raise
     raise AssertionError("unreachable")
+
+
+def _emit_signed(petition: PublicPetition, result: SignResult, new_supporter: bool = False) -> None:
+    """Tell outbound webhooks about a new signature (and a new subscriber), now that it is committed."""
+    if result.already_signed or result.signature_id is None:
+        return
+    events.emit("signature.created", {"signature_id": result.signature_id, "petition_id": petition.id,
+                                      "petition_slug": petition.slug, "supporter_id": result.supporter_id},
+                committed=True)
+    if new_supporter and result.consent_event_id is not None:  # record_consent emits on the ORM path
+        events.emit("supporter.subscribed", {"supporter_id": result.supporter_id,
+                                             "source": f"petition:{petition.slug}"}, committed=True)
 
 
 def _sign_new_supporter(petition: PublicPetition, email: str, form_data: dict,
@@ -101,7 +117,7 @@ def _sign_new_supporter(petition: PublicPetition, email: str, form_data: dict,
         "consent_ticked": bool(form_data.get("consent")), "subscribed": STATUS_AFTER["opt_in"],
         "supporter_source": source[:SUPPORTER_SOURCE_MAX], "now": utcnow(),
         "petition_id": petition.id, "comment": _comment(form_data),
-        "signature_source": _signature_source(form_data), "event_source": source[:EVENT_SOURCE_MAX],
+        "signature_source": _signature_source(form_data), "event_source": _event_source(form_data, source),
         "wording_version": form_version(form_data.get("wording_version")),
         "ip": ip, "user_agent": (user_agent or "")[:USER_AGENT_MAX] or None,
     }
@@ -165,7 +181,7 @@ def _sign(petition: PublicPetition, email: str, wording: Wording, form_data: dic
     if action and listed is not None:
         action, reason = _lift_suppression(email, listed.reason, ticked)
     if action:
-        event = record_consent(supporter, action, source[:EVENT_SOURCE_MAX], wording=wording.text,
+        event = record_consent(supporter, action, _event_source(form_data, source), wording=wording.text,
                                wording_version=wording.version, wording_id=wording.id,
                                ip=ip, user_agent=user_agent, reason=reason)
     db.session.flush()
@@ -217,6 +233,11 @@ def _profile_values(form_data: dict) -> dict[str, str]:
 
 def _comment(form_data: dict) -> str:
     return (form_data.get("comment") or "").strip()[:COMMENT_MAX]
+
+
+def _event_source(form_data: dict, source: str) -> str:
+    """The consent event's source: `petition:<slug>`, or the door's own (`api:<key label>`)."""
+    return (form_data.get("consent_source") or source)[:EVENT_SOURCE_MAX]
 
 
 def _signature_source(form_data: dict) -> str:
