@@ -222,4 +222,4 @@ class EntryPoint(Open):
     vendor_name: str
     product_name: str
     osdi_version: str
-    links: dict[str, Link] = Field(alias="_links")
+    links: dict[str, Link | list[Link]] = Field(alias="_links")

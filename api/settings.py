@@ -20,7 +20,8 @@ bp = Blueprint("api_settings", __name__)
 
 class KeyForm(FlaskForm):
     label = StringField("Label (what will use it, e.g. “Website sign-up form”)")
-    scope = RadioField("Scope", choices=[SelectChoice(k, v) for k, v in keys.SCOPE_LABELS.items()], default="read", validate_choice=False)
+    scope = RadioField("Scope", choices=[SelectChoice(k, v) for k, v in keys.SCOPE_LABELS.items()], default="read",
+                       validate_choice=False)
 
 
 def _page(form: KeyForm, status: int = 200, token: str | None = None, created: ApiKey | None = None):

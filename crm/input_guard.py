@@ -164,7 +164,7 @@ def guard():
     try:
         check_request()
     except BadInput as exc:
-        if request.is_json:
+        if request.is_json or request.path.startswith("/api/"):  # the API answers JSON to everything
             return jsonify(error=str(exc)), 400
         return render_error(400, str(exc))
     return None

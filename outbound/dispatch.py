@@ -11,7 +11,6 @@ from flask import current_app
 from redis import RedisError
 from rq import Retry
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
 
 from crm.extensions import db
 from crm.models import WebhookDelivery, WebhookEndpoint
@@ -23,29 +22,41 @@ log = logging.getLogger(__name__)
 
 EVENTS_KEY = "crm:outbound:events"  # a list of JSON events waiting for the dispatch job
 FLAG_KEY = "crm:outbound:dispatch-queued"  # set while a dispatch job is queued
+WANTED_KEY = "crm:outbound:wanted"  # comma-separated event types some active endpoint wants
 FLAG_SECONDS = 300  # a lost dispatch job holds events back at most this long
 BATCH = 200
 WANTED_SECONDS = 2.0
 
 _lock = threading.Lock()
-_wanted: dict[str, tuple[float, frozenset[str]]] = {}
+_wanted: dict[str, tuple[float, frozenset[str] | None]] = {}
 
 
-def wanted_types() -> frozenset[str]:
-    """The event types some active endpoint subscribes to; read at most every WANTED_SECONDS per process.
+def wanted_types() -> frozenset[str] | None:
+    """The event types some active endpoint subscribes to, or None when not known (push everything).
 
-    Read on a connection of its own: this runs in after_commit, where the session may not talk."""
-    url = str(db.engine.url)
+    Read from Redis (WANTED_KEY) at most every WANTED_SECONDS per process, never from the
+    database: this runs in the request that made the fact, after its commit, and the signing
+    fast path is one SQL statement. The key is written whenever endpoints change and by every
+    dispatch job, so after Redis lost it the first events are pushed anyway and the job that
+    drains them writes it again."""
     now = time.monotonic()
     with _lock:
-        hit = _wanted.get(url)
+        hit = _wanted.get("types")
     if hit is not None and now - hit[0] < WANTED_SECONDS:
         return hit[1]
-    with db.engine.connect() as conn:
-        rows = conn.execute(select(WebhookEndpoint.events).where(WebhookEndpoint.is_active.is_(True))).all()
-    types = frozenset(kind for (kinds,) in rows for kind in (kinds or ()))
+    raw = get_redis().get(WANTED_KEY)
+    types = None if raw is None else frozenset(t for t in raw.decode().split(",") if t)
     with _lock:
-        _wanted[url] = (now, types)
+        _wanted["types"] = (now, types)
+    return types
+
+
+def store_wanted() -> frozenset[str]:
+    """Read the active endpoints' event types from the database and publish them in Redis."""
+    rows = db.session.execute(select(WebhookEndpoint.events).where(WebhookEndpoint.is_active.is_(True))).all()
+    types = frozenset(kind for (kinds,) in rows for kind in (kinds or ()))
+    get_redis().set(WANTED_KEY, ",".join(sorted(types)))
+    forget_wanted()
     return types
 
 
@@ -62,7 +73,7 @@ def push(events: list[dict]) -> None:
     events (logged by count, never with their data) and never fails the request."""
     try:
         wanted = wanted_types()
-        items = [json.dumps(e, separators=(",", ":")) for e in events if e["type"] in wanted]
+        items = [json.dumps(e, separators=(",", ":")) for e in events if wanted is None or e["type"] in wanted]
         if not items:
             return
         redis = get_redis()
@@ -73,8 +84,6 @@ def push(events: list[dict]) -> None:
         if queued_now:
             queue("default").enqueue(DISPATCH_WEBHOOKS, result_ttl=60)
     except (RedisError, OSError) as exc:
-        log.warning("outbound webhooks: %s event(s) not queued (%s)", len(events), type(exc).__name__)
-    except SQLAlchemyError as exc:  # reading the endpoints failed: the fact is committed, the request must not fail
         log.warning("outbound webhooks: %s event(s) not queued (%s)", len(events), type(exc).__name__)
 
 
@@ -92,6 +101,7 @@ def dispatch() -> int:
     """Make a delivery per (event, subscribed endpoint) for every pushed event; queue them; return the count."""
     redis = get_redis()
     redis.delete(FLAG_KEY)  # first: an event pushed from now on queues another dispatch
+    store_wanted()
     made = 0
     while True:
         raw = redis.lpop(EVENTS_KEY, BATCH)

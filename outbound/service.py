@@ -102,9 +102,9 @@ def rotate_secret(endpoint: WebhookEndpoint, staff_id: int | None) -> str:
 
 
 def _changed() -> None:
-    from outbound.dispatch import forget_wanted
+    from outbound.dispatch import store_wanted
 
-    forget_wanted()
+    store_wanted()
 
 
 def endpoints() -> list[WebhookEndpoint]:

@@ -169,7 +169,7 @@ def test_filters_on_email_and_modified_date(app, client, token):
     assert found("email_address eq 'NEW@example.net'") == [new.id]
     assert found(f"modified_date gt '{cut}'") == [new.id]
     assert found(f"modified_date lt '{cut}'") == [old.id]
-    assert found(f"modified_date gt '2019-01-01' and email_address eq 'old@example.net'") == [old.id]
+    assert found("modified_date gt '2019-01-01' and email_address eq 'old@example.net'") == [old.id]
 
 
 @pytest.mark.parametrize("expression, named", [
