@@ -10,6 +10,7 @@ unknown paths and bodies over API_MAX_BODY_BYTES (a 400 naming the body).
 from __future__ import annotations
 
 import logging
+import time
 
 from flask import Blueprint, Flask, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -50,9 +51,21 @@ def api_error(exc: ApiError):
 def _limit_body():
     """before_request, ahead of the input guard: bound what an API request may send."""
     if is_api_request():
-        from flask import current_app
+        from flask import current_app, g
 
+        g.api_started = time.perf_counter()
         request.max_content_length = int(current_app.config["API_MAX_BODY_BYTES"])
+
+
+@bp.after_request
+def _server_timing(response):
+    """Say how long the app took (Server-Timing, W3C), so clients and the bench can tell it from the network."""
+    from flask import g
+
+    started = g.get("api_started")
+    if started is not None:
+        response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.2f}"
+    return response
 
 
 def register(app: Flask) -> None:
