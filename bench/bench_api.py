@@ -94,6 +94,9 @@ def prepare(settings: Settings) -> tuple[int, str, str]:
             "consent_wording": "Updates from us; unsubscribe any time.", "consent_mode": "implied"})
         service.change_status(petition, "publish")
         _, token = create_key("Bench", "read_write", None)
+        from outbound.dispatch import store_wanted
+
+        store_wanted()  # no webhook endpoints: what the first dispatch job of a running worker records
         petition_id = petition.id
         db.session.remove()
         with db.engine.connect() as conn:
@@ -108,7 +111,8 @@ def explain(settings: Settings, since: str) -> str:
     import psycopg
 
     with psycopg.connect(settings.database_url) as conn:
-        row = conn.execute("SELECT updated_at, id FROM supporter ORDER BY updated_at, id OFFSET 500000 LIMIT 1").one()
+        row = conn.execute("SELECT updated_at, id FROM supporter ORDER BY updated_at, id OFFSET %s LIMIT 1",
+                           (settings.people // 2,)).fetchone()
         plan = conn.execute(
             "EXPLAIN (ANALYZE, COSTS OFF) SELECT * FROM supporter WHERE erased_at IS NULL AND updated_at > %s "
             "AND (updated_at, id) > (%s, %s) ORDER BY updated_at, id LIMIT 25", (since, row[0], row[1])).fetchall()

@@ -349,3 +349,21 @@ def test_staff_api_page_documents_with_curl(app, client_as):
     page = client_as("analyst").get("/api-docs")
     assert page.status_code == 200 and "curl -H" in page.text and "webhook-signature" in page.text
     assert app.test_client().get("/api-docs").status_code == 302
+
+
+def test_signature_helper_honours_the_suppression_list(app, client, token):
+    """A staff-suppressed address signs but is not subscribed; an erased one is counted anonymously."""
+    from crm.supporters.suppression import suppress
+
+    petition = open_petition()
+    suppress("listed@example.net", reason="staff")
+    suppress("erased@example.net", reason="erased")
+    db.session.commit()
+    url = f"/api/v1/petitions/{petition.id}/signatures"
+    listed = call(client, "POST", url, token, person_body("listed@example.net"))
+    assert listed.status_code == 201
+    assert listed.json["_embedded"]["osdi:person"]["email_addresses"][0]["status"] == "unsubscribed"
+    erased = call(client, "POST", url, token, person_body("erased@example.net"))
+    assert erased.status_code == 201 and "osdi:person" not in erased.json["_links"]
+    assert db.session.scalar(db.select(Supporter.id).where(Supporter.email == "erased@example.net")) is None
+    assert db.session.scalar(db.select(db.func.count()).select_from(ConsentEvent)) == 0

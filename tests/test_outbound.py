@@ -218,3 +218,22 @@ def test_webhook_settings_are_admin_only_and_show_the_secret_once(app, client_as
     endpoint = db.session.scalar(db.select(WebhookEndpoint))
     assert "whsec_" not in endpoint.secret  # encrypted at rest
     assert "whsec_" not in admin.get(f"/settings/webhooks/{endpoint.id}").text
+
+
+def test_signing_only_pushes_the_event_and_contacts_no_receiver(hook_app, receiver):
+    """The request that signs makes no delivery and no HTTP call: one event waits in Redis for a worker."""
+    target = receiver([204])
+    register(target.url, ["signature.created"])
+    sign(open_petition(), "fast@example.net")
+    assert get_redis().llen(dispatch.EVENTS_KEY) == 1
+    assert db.session.scalar(db.select(db.func.count()).select_from(WebhookDelivery)) == 0
+    assert target.requests == []
+
+
+def test_retry_schedule_setting_is_checked(make_app):
+    """WEBHOOK_RETRY_SECONDS must be whole seconds; the app refuses to start otherwise, naming it."""
+    from crm.config import ConfigError
+
+    with pytest.raises(ConfigError, match="WEBHOOK_RETRY_SECONDS"):
+        make_app(WEBHOOK_RETRY_SECONDS="60,soon")
+    assert make_app(WEBHOOK_RETRY_SECONDS="5,10").config["WEBHOOK_RETRY_SECONDS"] == (5, 10)
