@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test e2e bench lint clean
+.PHONY: run test e2e bench lint clean api-fuzz
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ is required")'
@@ -23,8 +23,12 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
+# schemathesis against the API's OpenAPI document with many examples per operation (the suite runs a few).
+api-fuzz: $(STAMP)
+	API_FUZZ_EXAMPLES=$${API_FUZZ_EXAMPLES:-200} $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_api_schema.py
+
 lint: $(STAMP)
-	$(BIN)/ruff check crm campaigns workers feedback tracking reports tests bench
+	$(BIN)/ruff check crm campaigns workers feedback tracking reports api outbound tests bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-output

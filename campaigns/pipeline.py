@@ -42,6 +42,7 @@ from campaigns.transport import (
     UncertainDelivery,
     smtp_settings,
 )
+from crm import events
 from crm.extensions import db
 from crm.models import Campaign
 from crm.queues import SEND_BATCH, queue
@@ -599,6 +600,7 @@ def finish(campaign_id: int, counts: dict[str, int]) -> None:
     if moved:
         set_campaign_state(get_redis(), campaign_id, "sent")
         log.info("campaign %s: finished %s", campaign_id, counts)
+        events.emit("campaign.sent", {"campaign_id": campaign_id, **_counters(counts)}, committed=True)
 
 
 def _counters(counts: dict[str, int]) -> dict[str, int]:

@@ -29,7 +29,9 @@ class CRMFlask(Flask):
 
 def create_app(config: dict | None = None) -> Flask:
     """Build the app from environment settings, overridden by `config` (as tests do)."""
-    from crm import cross_origin, errors, filters, input_guard, logs, security_headers
+    import api
+    import outbound
+    from crm import cross_origin, errors, events, filters, input_guard, logs, security_headers
     from crm.auth import permissions
     from crm.blueprints import register_blueprints
     from crm.config import load_config
@@ -67,6 +69,9 @@ def create_app(config: dict | None = None) -> Flask:
     cross_origin.init_app(app)
     csrf.init_app(app)
     errors.init_app(app)
+    api.init_app(app)  # after errors: API requests get JSON errors instead of pages
+    outbound.init_app(app)
+    events.init_app(app)
     filters.init_app(app)
     from crm import cli
 

@@ -5,6 +5,7 @@ from flask import Flask
 
 def register_blueprints(app: Flask) -> None:
     from campaigns.preference_pages import bp as preferences
+    import api
     from campaigns.unsubscribe import bp as unsubscribe
     from campaigns.views import bp as campaigns
     from crm.auth import bp as auth
@@ -23,8 +24,10 @@ def register_blueprints(app: Flask) -> None:
     from feedback.views import bp as hooks
     from reports.views import bp as reports
     from tracking.views import bp as tracking
+    from outbound.views import bp as webhooks
 
+    api.register(app)
     for blueprint in (auth, dashboard, supporters, petitions, segments, campaigns, reports,
                       settings, staff, outbox, public, imports, unsubscribe, hooks, deliverability,
-                      feedback_settings, tracking, preferences, confirm):
+                      feedback_settings, tracking, preferences, confirm, webhooks):
         app.register_blueprint(blueprint)

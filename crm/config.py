@@ -42,6 +42,8 @@ ENV_SETTINGS = (
     "BOUNCE_MAILBOX_URL",
     "SNS_ALLOWED_HOSTS",
     "SNS_CA_FILE",
+    "API_RATE_LIMIT",
+    "WEBHOOK_RETRY_SECONDS",
 )
 # Tunables, settable from the environment too; each must be a positive number.
 TUNABLES = {
@@ -57,6 +59,8 @@ TUNABLES = {
     "SIGN_CONFIRM_REMINDER_HOURS": float,
     "REPORTS_REFRESH_SECONDS": float, "EXPORT_STREAM_MAX_ROWS": int, "EXPORT_KEEP_DAYS": float,
     "EXPORT_CHUNK_ROWS": int,
+    "API_MAX_PER_PAGE": int, "API_MAX_BODY_BYTES": int, "API_COUNT_CACHE_SECONDS": int,
+    "WEBHOOK_TIMEOUT_SECONDS": float,
 }
 
 DEFAULTS = {
@@ -119,6 +123,14 @@ DEFAULTS = {
     # Hosts Amazon SNS certificates and subscription URLs may come from (https only).
     "SNS_ALLOWED_HOSTS": "sns.*.amazonaws.com,sns.*.amazonaws.com.cn",
     "SNS_CA_FILE": "",  # extra CA bundle for fetching them (tests, TLS-inspecting proxies)
+    # The OSDI API (api/) and outbound webhooks (outbound/): see the README, "The API".
+    "API_RATE_LIMIT": "300/minute",  # requests per API key (limits notation)
+    "API_MAX_PER_PAGE": 25,  # the largest per_page (OSDI suggests 25), also the default
+    "API_MAX_BODY_BYTES": 64 * 1024,  # larger request bodies are refused (400)
+    "API_COUNT_CACHE_SECONDS": 30,  # total_records of a filtered collection is reused this long
+    # Seconds before each retry of a failed webhook delivery: 1 min doubling, about 17 hours in all.
+    "WEBHOOK_RETRY_SECONDS": "60,120,240,480,960,1920,3840,7680,15360,30720",
+    "WEBHOOK_TIMEOUT_SECONDS": 10,  # connect and read timeout of one delivery attempt
 }
 
 
@@ -215,6 +227,11 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
         limits.parse(config["SIGN_RATE_LIMIT"])
     except ValueError:
         raise ConfigError("SIGN_RATE_LIMIT", "must read like '20/10 minutes' or '100 per hour'") from None
+    try:
+        limits.parse(config["API_RATE_LIMIT"])
+    except ValueError:
+        raise ConfigError("API_RATE_LIMIT", "must read like '300/minute' or '5000 per hour'") from None
+    config["WEBHOOK_RETRY_SECONDS"] = _retry_schedule(config["WEBHOOK_RETRY_SECONDS"])
 
     secure = env == "production"
     config.setdefault("SESSION_COOKIE_SECURE", secure)
@@ -222,6 +239,22 @@ def load_config(instance_path: str, overrides: dict | None = None) -> dict:
     config.setdefault("INSTANCE_PATH", instance_path)
     config.setdefault("OUTBOX_DIR", str(Path(instance_path) / "outbox"))
     return config
+
+
+def _retry_schedule(value) -> tuple[int, ...]:
+    """WEBHOOK_RETRY_SECONDS as whole seconds, one per retry (0 retries now; tests use it)."""
+    if isinstance(value, (list, tuple)):
+        parts = list(value)
+    else:
+        parts = [p.strip() for p in str(value).split(",") if p.strip()]
+    try:
+        seconds = tuple(int(p) for p in parts)
+    except (TypeError, ValueError):
+        raise ConfigError("WEBHOOK_RETRY_SECONDS",
+                          "must be whole seconds separated by commas, e.g. 60,120,240") from None
+    if any(s < 0 for s in seconds) or len(seconds) > 30:
+        raise ConfigError("WEBHOOK_RETRY_SECONDS", "must be at most 30 numbers of seconds, none negative")
+    return seconds
 
 
 def _instance_secret(instance_path: str) -> str:

@@ -176,7 +176,7 @@ def guard():
         answer = getattr(current_app.view_functions.get(request.endpoint), "bad_input_answer", None)
         if answer is not None:
             return answer()
-        if request.is_json:
+        if request.is_json or request.path.startswith("/api/"):  # the API answers JSON to everything
             return jsonify(error=str(exc)), 400
         return render_error(400, str(exc))
     return None

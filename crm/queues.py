@@ -21,8 +21,10 @@ SEND_TEST_MESSAGE = "workers.jobs.send_test_message"
 FETCH_BOUNCES = "workers.feedback.fetch_bounces_job"
 SEND_CONFIRMATION = "workers.petitions.send_confirmation_job"
 RUN_EXPORT = "workers.exports.run_export"
+DISPATCH_WEBHOOKS = "workers.outbound.dispatch_webhooks_job"
+DELIVER_WEBHOOK = "workers.outbound.deliver_webhook_job"
 JOBS = (START_CAMPAIGN, SEND_BATCH, SEND_TEST, RUN_IMPORT, SEND_TEST_MESSAGE, FETCH_BOUNCES, SEND_CONFIRMATION,
-        RUN_EXPORT)
+        RUN_EXPORT, DISPATCH_WEBHOOKS, DELIVER_WEBHOOK)
 
 
 def queue(name: str = "default", app: Flask | None = None) -> Queue:

@@ -38,6 +38,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from crm import events
 from crm.emails import mask_email
 from crm.extensions import db
 from crm.models import EngagementEvent, FeedbackEvent, FeedbackRules, Message, Supporter, utcnow
@@ -250,6 +251,9 @@ def _apply_effects(fb: Feedback, match: _Match, address: str | None) -> bool:
                          campaign_id=match.campaign_id, supporter_ids=_ids(supporter, same_address))
             _skip_queued(match.supporter_id if same_address else None)
         _engagement(match, "bounce")
+        events.emit("supporter.bounced", {"supporter_id": match.supporter_id if same_address else None,
+                                          "message_id": match.message_id, "campaign_id": match.campaign_id,
+                                          "hard": hard, "provider": fb.provider})
     elif fb.kind == "complaint":
         db.session.execute(update(Message).where(Message.id == match.message_id)
                            .values(complained_at=func.coalesce(Message.complained_at, now))
@@ -263,6 +267,9 @@ def _apply_effects(fb: Feedback, match: _Match, address: str | None) -> bool:
                      campaign_id=match.campaign_id, supporter_ids=_ids(supporter, same_address))
         _skip_queued(match.supporter_id if same_address else None)
         _engagement(match, "complaint")
+        events.emit("supporter.complained", {"supporter_id": match.supporter_id if same_address else None,
+                                             "message_id": match.message_id, "campaign_id": match.campaign_id,
+                                             "provider": fb.provider})
     elif fb.kind == "unsubscribe":
         if same_address and supporter.email_status in ("subscribed", "bouncing"):
             record_consent(supporter, "opt_out", f"unsubscribe:{fb.provider}", reason=fb.detail,

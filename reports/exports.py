@@ -142,7 +142,7 @@ def _tags_by_supporter():
 
 
 def _flag(kind: str, machine: bool):
-    test = and_(EngagementEvent.kind == kind, EngagementEvent.machine.is_(machine))
+    test = and_(EngagementEvent.kind == kind, EngagementEvent.is_machine.is_(machine))
     return func.max(case((test, 1), else_=0))
 
 

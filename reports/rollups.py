@@ -178,7 +178,7 @@ def _campaigns_to_refresh(current: RollupState, full: bool) -> list[int]:
 # -- one campaign ------------------------------------------------------------------------------
 
 def _human():
-    return EngagementEvent.machine.is_(False)
+    return EngagementEvent.is_machine.is_(False)
 
 
 def refresh_campaign(campaign_id: int, now: datetime | None = None) -> CampaignRollup:

@@ -61,19 +61,10 @@ def freshness() -> Freshness:
     return Freshness(at, max(0, int((utcnow() - at).total_seconds())), interval)
 
 
-def tracking_recorded() -> bool:
-    """Whether this installation records opens and clicks at all (the pixel and click routes exist)."""
-    return any(rule.rule.startswith(("/o/", "/c/")) for rule in current_app.url_map.iter_rules())
-
-
 def engagement_note(campaign: Campaign, kind: str) -> str | None:
     """Why a campaign's opens (or clicks) cannot be shown as a number, or None when they can."""
     on = campaign.track_opens if kind == "open" else campaign.track_clicks
-    if not on:
-        return "tracking off"
-    if not tracking_recorded():
-        return "not recorded by this installation yet"
-    return None
+    return None if on else "tracking off"
 
 
 def rate(count: int, base: int) -> float | None:

@@ -72,6 +72,14 @@ def make_signature(petition: Petition, supporter: Supporter, **overrides) -> Sig
     return signature
 
 
+def make_api_key(scope: str = "read_write", label: str | None = None) -> tuple[int, str]:
+    """A new API key made through the service: (its id, its token)."""
+    from api.keys import create_key
+
+    key, token = create_key(label or f"Test key {next(_seq)}", scope, None)
+    return key.id, token
+
+
 def make_sender(**overrides) -> SenderIdentity:
     n = next(_seq)
     values = {"name": "Test Org", "email": f"news{n}@news.example.org", **overrides}

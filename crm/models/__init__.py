@@ -1,5 +1,6 @@
 """All models, imported here so Alembic and the app see one metadata."""
 
+from crm.models.api import API_SCOPES, ApiKey
 from crm.models.base import Base, utcnow
 from crm.models.campaigns import (
     CAMPAIGN_STATUSES,
@@ -22,6 +23,13 @@ from crm.models.feedback import (
     FeedbackRules,
 )
 from crm.models.imports import IMPORT_STATUSES, ImportJob
+from crm.models.outbound import (
+    DELIVERY_STATUSES,
+    WEBHOOK_EVENTS,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookSettings,
+)
 from crm.models.petitions import (
     CONSENT_MODES,
     PETITION_STATUSES,
@@ -67,4 +75,6 @@ __all__ = [
     "FeedbackProvider", "FeedbackRules", "SUPPRESSION_REASONS", "EXPORT_STATUSES", "CampaignBreakdownRollup",
     "CampaignHourRollup", "CampaignLinkRollup", "CampaignRollup", "DailyRollup", "ExportJob", "PetitionDayRollup",
     "PetitionSourceRollup", "RollupState",
+    "API_SCOPES", "ApiKey", "DELIVERY_STATUSES",
+    "WEBHOOK_EVENTS", "WebhookDelivery", "WebhookEndpoint", "WebhookSettings",
 ]

@@ -16,6 +16,7 @@ from functools import lru_cache
 
 from sqlalchemy.exc import IntegrityError
 
+from crm import events
 from crm.database import is_postgres
 from crm.emails import normalise_email
 from crm.extensions import db
@@ -56,16 +57,18 @@ def record_signature(petition: PublicPetition, form_data: dict, ip: str | None,
 
     form_data keys: email, first_name, last_name, postal_code, country, comment,
     consent (bool, checkbox mode), wording_version (the version the form showed, optional),
-    source (web or embed). Raises crm.emails.InvalidEmail for a bad address, PetitionNotOpen
-    when the petition no longer takes signatures (`petition` may be a cached copy: the
-    database decides). Signing twice records nothing new. A concurrent duplicate (same
-    address, same moment) hits a unique constraint; we roll back and try once more, when
-    the other request's rows are visible, so it is never a 500.
+    source (web or embed), consent_source (the consent event's, default petition:<slug>).
+    Raises crm.emails.InvalidEmail for a bad address, PetitionNotOpen when the petition
+    no longer takes signatures (`petition` may be a cached copy: the database decides).
+    Signing twice records nothing new. A concurrent duplicate (same address, same moment)
+    hits a unique constraint; we roll back and try once more, when the other request's rows
+    are visible, so it is never a 500.
     """
     email = normalise_email(form_data.get("email", ""))
     if is_postgres():  # a double opt-in petition always takes the ORM path (the statement checks)
         result = _sign_new_supporter(petition, email, form_data, ip, user_agent)
         if result is not None:
+            _emit_signed(petition, result, new_supporter=True)
             return result
     fresh = find_public(petition.slug)
     if fresh is None or fresh.id != petition.id or fresh.status != "open":
@@ -81,12 +84,25 @@ def record_signature(petition: PublicPetition, form_data: dict, ip: str | None,
                 confirmation.enqueue_mail(result.confirmation_id)
             elif result.already_signed and petition.double_opt_in and result.supporter_id is not None:
                 confirmation.resend_on_resign(petition.id, result.supporter_id)
+            _emit_signed(petition, result)
             return result
         except IntegrityError:
             db.session.rollback()
             if attempt == 2:
                 raise
     raise AssertionError("unreachable")
+
+
+def _emit_signed(petition: PublicPetition, result: SignResult, new_supporter: bool = False) -> None:
+    """Tell outbound webhooks about a new signature (and a new subscriber), now that it is committed."""
+    if result.already_signed or result.signature_id is None:
+        return
+    events.emit("signature.created", {"signature_id": result.signature_id, "petition_id": petition.id,
+                                      "petition_slug": petition.slug, "supporter_id": result.supporter_id},
+                committed=True)
+    if new_supporter and result.consent_event_id is not None:  # record_consent emits on the ORM path
+        events.emit("supporter.subscribed", {"supporter_id": result.supporter_id,
+                                             "source": f"petition:{petition.slug}"}, committed=True)
 
 
 def _sign_new_supporter(petition: PublicPetition, email: str, form_data: dict,
@@ -107,7 +123,7 @@ def _sign_new_supporter(petition: PublicPetition, email: str, form_data: dict,
         "supporter_source": source[:SUPPORTER_SOURCE_MAX], "now": utcnow(),
         "petition_id": petition.id, "comment": _comment(form_data),
         "signature_source": _signature_source(form_data), **origin(form_data),
-        "event_source": source[:EVENT_SOURCE_MAX],
+        "event_source": _event_source(form_data, source),
         "wording_version": form_version(form_data.get("wording_version")),
         "ip": ip, "user_agent": (user_agent or "")[:USER_AGENT_MAX] or None,
     }
@@ -175,7 +191,7 @@ def _sign(petition: PublicPetition, email: str, wording: Wording, form_data: dic
         db.session.flush()  # the signature's id
         pending = confirmation.defer_consent(signature, supporter, action, reason, wording, ip, user_agent)
     elif action:
-        event = record_consent(supporter, action, source[:EVENT_SOURCE_MAX], wording=wording.text,
+        event = record_consent(supporter, action, _event_source(form_data, source), wording=wording.text,
                                wording_version=wording.version, wording_id=wording.id,
                                ip=ip, user_agent=user_agent, reason=reason)
     db.session.flush()
@@ -228,6 +244,11 @@ def _profile_values(form_data: dict) -> dict[str, str]:
 
 def _comment(form_data: dict) -> str:
     return (form_data.get("comment") or "").strip()[:COMMENT_MAX]
+
+
+def _event_source(form_data: dict, source: str) -> str:
+    """The consent event's source: `petition:<slug>`, or the door's own (`api:<key label>`)."""
+    return (form_data.get("consent_source") or source)[:EVENT_SOURCE_MAX]
 
 
 def _signature_source(form_data: dict) -> str:

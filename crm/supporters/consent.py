@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from crm import events
 from crm.extensions import db
 from crm.models import CONSENT_ACTIONS, STATUS_AFTER, ConsentEvent, Supporter, utcnow
 from crm.supporters import withdrawn
@@ -35,7 +36,12 @@ def record_consent(
         user_agent=(user_agent or "")[:400] or None, campaign_id=campaign_id, created_at=at or utcnow(),
     )
     db.session.add(event)
-    supporter.email_status = STATUS_AFTER.get(action, supporter.email_status)
+    before, supporter.email_status = supporter.email_status, STATUS_AFTER.get(action, supporter.email_status)
+    if before != supporter.email_status and action in ("opt_in", "resubscribe", "opt_out"):
+        # After the caller's commit (crm/events.py; the id of a new supporter is known by then);
+        # bounces and complaints are told by feedback/.
+        events.emit("supporter.subscribed" if action != "opt_out" else "supporter.unsubscribed",
+                    {"supporter_id": supporter, "source": source, "campaign_id": campaign_id})
     if supporter.email_status != "subscribed" and supporter.id is not None:
         withdrawn.announce(db.session, [supporter.id])
     return event

@@ -1,14 +1,13 @@
-"""Report roll-ups, export jobs, where signers came from, and machine opens and clicks
+"""Report roll-ups, export jobs, and where signers came from
 
 Revision ID: 0020
-Revises: 0011
+Revises: 0013
 Create Date: 2026-12-03 14:14:26.741002
 
 The roll-up tables are derived data that reports/rollups.py refreshes. signature gains the
-utm parameters and referring host recorded at signing. engagement_event gains `machine`
-(image proxies and link scanners, stored with a flag) unless the tracking work added it first:
-the column is added only when missing. Two indexes let the refresh read one campaign's events
-and one day's consent events (CONCURRENTLY on PostgreSQL, as in 0011).
+utm parameters and referring host recorded at signing. An index lets the refresh read one
+day's consent events (CONCURRENTLY on PostgreSQL, as in 0011); one campaign's events are read
+through ix_engagement_event_campaign_kind, which came with tracking (0012).
 """
 from alembic import op
 import sqlalchemy as sa
@@ -16,7 +15,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '0020'
-down_revision = '0011'
+down_revision = '0013'
 branch_labels = None
 depends_on = None
 
@@ -153,19 +152,13 @@ def upgrade():
         batch_op.add_column(sa.Column('utm_campaign', sa.String(length=120), server_default='', nullable=False))
         batch_op.add_column(sa.Column('referrer_host', sa.String(length=255), server_default='', nullable=False))
 
+    # engagement_event.is_machine and ix_engagement_event_campaign_kind come with tracking (0012).
     bind = op.get_bind()
-    columns = {c["name"] for c in sa.inspect(bind).get_columns("engagement_event")}
-    if "machine" not in columns:
-        with op.batch_alter_table('engagement_event', schema=None) as batch_op:
-            batch_op.add_column(sa.Column('machine', sa.Boolean(), server_default=sa.false(), nullable=False))
     if bind.dialect.name == "postgresql":
         with op.get_context().autocommit_block():
             op.execute("CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_consent_event_created_at ON consent_event (created_at)")
-            op.execute("CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_engagement_event_campaign_kind "
-                       "ON engagement_event (campaign_id, kind)")
     else:
         op.create_index('ix_consent_event_created_at', 'consent_event', ['created_at'], unique=False)
-        op.create_index('ix_engagement_event_campaign_kind', 'engagement_event', ['campaign_id', 'kind'], unique=False)
 
     # ### end Alembic commands ###
 
@@ -178,9 +171,6 @@ def downgrade():
         batch_op.drop_column('utm_medium')
         batch_op.drop_column('utm_source')
 
-    op.drop_index('ix_engagement_event_campaign_kind', table_name='engagement_event')
-    with op.batch_alter_table('engagement_event', schema=None) as batch_op:
-        batch_op.drop_column('machine')
     op.drop_index('ix_consent_event_created_at', table_name='consent_event')
 
     with op.batch_alter_table('petition_source_rollup', schema=None) as batch_op:

@@ -12,7 +12,7 @@ from crm.extensions import db
 from reports import rollups
 from tests import factories
 from tests.e2e.test_journey import sign_in
-from tests.test_reports import STARTED, event, sent_campaign, with_tracking
+from tests.test_reports import STARTED, event, sent_campaign
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
@@ -20,7 +20,6 @@ expect = playwright_api.expect
 
 def test_analyst_reads_the_dashboard_and_a_campaign_report(live_app, live_server, make_page, screenshot_dir):
     """Charts are SVG drawn by the server; the busier link's bar is the longer; nothing leaves 127.0.0.1."""
-    with_tracking(live_app)
     campaign, _, messages = sent_campaign(4, name="Winter update")
     for n, message in enumerate(messages):
         event(message, "open", STARTED + timedelta(hours=n + 1))

@@ -1,0 +1,108 @@
+"""The API's collection queries: people by keyset whatever page is asked, counts cached briefly.
+
+People are served in (updated_at, id) order, the order a sync wants ("what changed since").
+Clients page with OSDI's page numbers; under the hood each page served leaves its last row's
+(updated_at, id) in Redis, keyed by the filter and page size, and the next page seeks from it:
+
+    SELECT ... FROM supporter
+    WHERE erased_at IS NULL AND updated_at > :since AND (updated_at, id) > (:last_at, :last_id)
+    ORDER BY updated_at, id LIMIT 25
+
+PostgreSQL, 1,000,000 supporters (bench/bench_api.py), EXPLAIN ANALYZE: Limit -> Index Scan
+using ix_supporter_updated_at_id, Index Cond: ((updated_at > $1) AND (ROW(updated_at, id) >
+ROW($2, $3))), Filter: (erased_at IS NULL); about 0.1 ms whatever the page. Without the index
+(or with OFFSET on it) page 20,000 cost 300+ ms: a sort of every match, or 500,000 index
+entries read and thrown away. A page whose predecessor's cursor is not known (a client that
+jumps, or a cursor expired) falls back to OFFSET on the same index, which is correct, only
+slower the deeper it goes.
+
+total_records is a COUNT of every match, the one cost that grows with the table (an index-only
+scan: about 60 ms for a million rows); it is cached per filter for API_COUNT_CACHE_SECONDS, so
+a client paging through a sync pays it once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from datetime import UTC, datetime
+
+from flask import current_app
+from redis import RedisError
+from sqlalchemy import Select, func, literal, select, tuple_
+
+from api.filters import Clause
+from crm.extensions import db
+from crm.models import Supporter
+from crm.redis_conn import get_redis
+
+log = logging.getLogger(__name__)
+
+CURSOR_SECONDS = 3600
+
+
+def _aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def people_select(clauses: list[Clause]) -> Select:
+    query = select(Supporter).where(Supporter.erased_at.is_(None))
+    for clause in clauses:
+        if clause.field == "modified_date":
+            column = Supporter.updated_at
+            query = query.where({"eq": column == clause.value, "gt": column > clause.value,
+                                 "lt": column < clause.value}[clause.op])
+        elif clause.field == "email_address":
+            query = query.where(Supporter.email == clause.value)
+    return query
+
+
+def _scope(kind: str, filter_text: str, per_page: int) -> str:
+    digest = hashlib.sha256(f"{filter_text}\x00{per_page}".encode()).hexdigest()[:32]
+    return f"crm:api:{kind}:{digest}"
+
+
+def cached_count(kind: str, query: Select, filter_text: str) -> int:
+    """COUNT(*) of `query`, reused for API_COUNT_CACHE_SECONDS per collection and filter."""
+    key = _scope(f"{kind}:count", filter_text, 0)
+    seconds = int(current_app.config["API_COUNT_CACHE_SECONDS"])
+    try:
+        cached = get_redis().get(key)
+        if cached is not None:
+            return int(cached)
+    except RedisError as exc:
+        log.warning("API count cache unavailable (%s); counting", type(exc).__name__)
+    total = db.session.scalar(select(func.count()).select_from(query.with_only_columns(Supporter.id).subquery()
+                                                               if kind == "people" else query.subquery())) or 0
+    try:
+        get_redis().set(key, total, ex=max(1, seconds))
+    except RedisError:
+        pass
+    return total
+
+
+def people_page(clauses: list[Clause], filter_text: str, page: int, per_page: int) -> list[Supporter]:
+    """The `page`th page of people matching `clauses`, by keyset when the previous page's end is known."""
+    query = people_select(clauses).order_by(Supporter.updated_at, Supporter.id).limit(per_page)
+    scope = _scope("people:cursor", filter_text, per_page)
+    cursor = None
+    if page > 1:
+        try:
+            cursor = get_redis().get(f"{scope}:{page - 1}")
+        except RedisError:
+            cursor = None
+    if cursor is not None:
+        at_text, _, id_text = cursor.decode().partition("|")
+        last_at, last_id = datetime.fromisoformat(at_text), int(id_text)
+        bound = tuple_(literal(last_at, Supporter.updated_at.type), literal(last_id))
+        query = query.where(tuple_(Supporter.updated_at, Supporter.id) > bound)
+    elif page > 1:
+        query = query.offset((page - 1) * per_page)
+    rows = list(db.session.scalars(query))
+    if rows:
+        last = rows[-1]
+        try:
+            get_redis().set(f"{scope}:{page}", f"{_aware(last.updated_at).isoformat()}|{last.id}", ex=CURSOR_SECONDS)
+        except RedisError:
+            pass
+    return rows

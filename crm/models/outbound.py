@@ -1,0 +1,66 @@
+"""Outbound webhooks: the receivers admins registered, and every delivery made to them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from crm.models.base import Base, Timestamps, utcnow
+
+WEBHOOK_EVENTS = ("signature.created", "supporter.subscribed", "supporter.unsubscribed",
+                  "supporter.bounced", "supporter.complained", "campaign.sent")
+# pending: queued, not tried yet; retrying: failed, another attempt is scheduled;
+# delivered: the receiver answered 2xx; failed: every attempt failed.
+DELIVERY_STATUSES = ("pending", "retrying", "delivered", "failed")
+
+
+class WebhookEndpoint(Timestamps, Base):
+    """A URL that receives the events it subscribed to, signed with its own secret."""
+
+    __tablename__ = "webhook_endpoint"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    description: Mapped[str] = mapped_column(String(200), default="")
+    events: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # Fernet token (key derived from SECRET_KEY), as the relays' secrets are stored.
+    secret: Mapped[str] = mapped_column(Text, default="")
+    is_active: Mapped[bool] = mapped_column(default=True)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff_user.id", ondelete="SET NULL"))
+
+
+class WebhookDelivery(Base):
+    """One event sent (or to be sent) to one endpoint: the exact body signed, and how it went."""
+
+    __tablename__ = "webhook_delivery"
+    # The endpoint's delivery log, newest first.
+    __table_args__ = (Index("ix_webhook_delivery_endpoint_id_id", "endpoint_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("webhook_endpoint.id", ondelete="CASCADE"))
+    webhook_id: Mapped[str] = mapped_column(String(64))  # the webhook-id header; a replay keeps it
+    event_type: Mapped[str] = mapped_column(String(40))
+    body: Mapped[str] = mapped_column(Text)  # the JSON exactly as signed and sent
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    attempts: Mapped[int] = mapped_column(default=0)
+    response_status: Mapped[int | None]
+    error: Mapped[str] = mapped_column(Text, default="")
+    replay_of_id: Mapped[int | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_attempt_at: Mapped[datetime | None]
+    next_attempt_at: Mapped[datetime | None]
+    delivered_at: Mapped[datetime | None]
+
+
+class WebhookSettings(Base):
+    """The one row of outbound webhook settings: whether private and loopback hosts are allowed."""
+
+    __tablename__ = "webhook_settings"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, default=1)
+    allow_private_hosts: Mapped[bool] = mapped_column(default=False)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    updated_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff_user.id", ondelete="SET NULL"))
