@@ -4,8 +4,8 @@ from flask import Flask
 
 
 def register_blueprints(app: Flask) -> None:
-    from campaigns.preference_pages import bp as preferences
     import api
+    from campaigns.preference_pages import bp as preferences
     from campaigns.unsubscribe import bp as unsubscribe
     from campaigns.views import bp as campaigns
     from crm.auth import bp as auth
@@ -22,9 +22,9 @@ def register_blueprints(app: Flask) -> None:
     from feedback.pages import bp as deliverability
     from feedback.settings import bp as feedback_settings
     from feedback.views import bp as hooks
+    from outbound.views import bp as webhooks
     from reports.views import bp as reports
     from tracking.views import bp as tracking
-    from outbound.views import bp as webhooks
 
     api.register(app)
     for blueprint in (auth, dashboard, supporters, petitions, segments, campaigns, reports,

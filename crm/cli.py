@@ -117,8 +117,8 @@ def init_app(app: Flask) -> None:
     from crm.imports.cli import import_group
     from crm.supporters.cli import supporters_cli
     from feedback.cli import bounces_cli, suppression_cli
-    from tracking.cli import tracking_cli
     from reports.cli import reports_cli
+    from tracking.cli import tracking_cli
 
     app.cli.add_command(users)
     app.cli.add_command(org_cli)

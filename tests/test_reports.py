@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from crm.auth.permissions import public
 from crm.extensions import db
 from crm.models import CampaignRollup, ConsentEvent, DailyRollup, EngagementEvent, PetitionDayRollup, RollupState
 from crm.supporters.consent import record_consent
