@@ -17,8 +17,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from flask import current_app, has_app_context
-from sqlalchemy import event, inspect
-from sqlalchemy.orm import Session
+from sqlalchemy import inspect
+
+from crm import after_commit
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ def emit(kind: str, data: dict, *, committed: bool = False) -> None:
         return
     from crm.extensions import db
 
-    db.session.info.setdefault(_PENDING, []).append(item)
+    after_commit.pending(db.session, _PENDING).append(item)
 
 
 def add_sink(app, sink: Sink) -> None:
@@ -65,18 +66,11 @@ def _publish(events: list[Event]) -> None:
         sink(events)
 
 
-def _publish_after_commit(session: Session) -> None:
-    events = session.info.pop(_PENDING, None)
-    if events and has_app_context():
+def _publish_committed(events: list[Event]) -> None:
+    if has_app_context():
         _publish(events)
 
 
-def _forget_after_rollback(session: Session) -> None:
-    session.info.pop(_PENDING, None)
-
-
 def init_app(app) -> None:
-    """Pass on emitted events after every commit of any session (registered once)."""
-    if not event.contains(Session, "after_commit", _publish_after_commit):
-        event.listen(Session, "after_commit", _publish_after_commit)
-        event.listen(Session, "after_rollback", _forget_after_rollback)
+    """Pass on emitted events after every commit of any session."""
+    after_commit.on_commit(_PENDING, _publish_committed)

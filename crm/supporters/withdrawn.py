@@ -32,8 +32,9 @@ from redis import ConnectionPool, Redis, RedisError
 from redis.backoff import NoBackoff
 from redis.client import PubSub
 from redis.retry import Retry
-from sqlalchemy import event
 from sqlalchemy.orm import Session
+
+from crm import after_commit
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +52,10 @@ def channel(redis: Redis) -> str:
 
 def announce(session: Session, supporter_ids: Iterable[int | None]) -> None:
     """Announce these supporters as no longer mailable once `session` commits (never before)."""
-    pending = session.info.setdefault(_PENDING, set())
-    pending.update(i for i in supporter_ids if i is not None)
+    after_commit.pending(session, _PENDING, set).update(i for i in supporter_ids if i is not None)
 
 
-def _publish_after_commit(session: Session) -> None:
-    ids = session.info.pop(_PENDING, None)
-    if not ids:
-        return
+def _publish(ids: set[int]) -> None:
     from crm.redis_conn import get_redis
 
     try:
@@ -72,15 +69,9 @@ def _publish_after_commit(session: Session) -> None:
                     "they will see them at their next claim", len(ids), type(exc).__name__)
 
 
-def _forget_after_rollback(session: Session) -> None:
-    session.info.pop(_PENDING, None)
-
-
 def init_app(app) -> None:
-    """Publish announced withdrawals after every commit of any session (registered once)."""
-    if not event.contains(Session, "after_commit", _publish_after_commit):
-        event.listen(Session, "after_commit", _publish_after_commit)
-        event.listen(Session, "after_rollback", _forget_after_rollback)
+    """Publish announced withdrawals after every commit of any session."""
+    after_commit.on_commit(_PENDING, _publish)
 
 
 class _ListeningPubSub(PubSub):
