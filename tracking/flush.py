@@ -81,7 +81,7 @@ def flush(redis: Redis | None = None, *, batch: int = BATCH, consumer: str | Non
         if not entries and claim_from is not None:
             reply = redis.xautoclaim(STREAM, GROUP, consumer, int(claim_idle_seconds * 1000),
                                      start_id=claim_from, count=batch)
-            next_id, entries = reply[0], [e for e in reply[1] if e[1]]
+            next_id, entries = reply[0], list(reply[1])
             next_id = next_id.decode() if isinstance(next_id, bytes) else next_id
             claim_from = None if next_id == "0-0" else next_id
         if not entries:
@@ -101,13 +101,14 @@ def flush(redis: Redis | None = None, *, batch: int = BATCH, consumer: str | Non
 def _entries(reply) -> list:
     if not reply:
         return []
-    return [e for e in reply[0][1] if e[1]]  # a pending entry deleted meanwhile comes back empty
+    # A pending entry deleted meanwhile comes back without fields: kept, so it is acknowledged (and skipped).
+    return list(reply[0][1])
 
 
 def _hit(entry_id, fields: dict) -> Hit | None:
     """A stream entry as a Hit, or None for one that does not parse (written by something else)."""
     get = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-           for k, v in fields.items()}.get
+           for k, v in (fields or {}).items()}.get
     try:
         index = get("i")
         return Hit(key=entry_id.decode() if isinstance(entry_id, bytes) else entry_id, kind=get("k"),
