@@ -15,8 +15,8 @@ FRAMED_BY = {
     "auth.login": "'none'",  # public, but a staff page
     # An unsubscribe page is never framed, not even by us (campaigns.unsubscribe sends DENY).
     "unsubscribe.confirm": "'none'", "unsubscribe.unsubscribe": "'none'", "unsubscribe.resubscribe": "'none'",
-    # The double opt-in and preference links' pages, likewise.
-    "confirm.page": "'none'", "confirm.confirm": "'none'", "preferences.page": "'none'",
+    # Nor are the other pages a signed link opens (they send the unsubscribe pages' headers).
+    "preferences.page": "'none'", "confirm.page": "'none'", "confirm.confirm": "'none'",
 }
 X_FRAME_OPTIONS = {"'none'": "DENY", "'self'": "SAMEORIGIN", "*": None}
 

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from redis import Redis
 from redis.exceptions import ResponseError
 from sqlalchemy import bindparam, select, text
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 
 from crm.extensions import db
 from crm.models import CampaignLink, EngagementEvent, Message
@@ -35,6 +35,7 @@ from tracking.record import GROUP, STREAM
 log = logging.getLogger(__name__)
 
 BATCH = 5000
+_EVENTS = EngagementEvent.__table__
 CLAIM_IDLE_SECONDS = 60
 
 
@@ -80,7 +81,7 @@ def flush(redis: Redis | None = None, *, batch: int = BATCH, consumer: str | Non
         if not entries and claim_from is not None:
             reply = redis.xautoclaim(STREAM, GROUP, consumer, int(claim_idle_seconds * 1000),
                                      start_id=claim_from, count=batch)
-            next_id, entries = reply[0], [e for e in reply[1] if e[1]]
+            next_id, entries = reply[0], list(reply[1])
             next_id = next_id.decode() if isinstance(next_id, bytes) else next_id
             claim_from = None if next_id == "0-0" else next_id
         if not entries:
@@ -100,13 +101,14 @@ def flush(redis: Redis | None = None, *, batch: int = BATCH, consumer: str | Non
 def _entries(reply) -> list:
     if not reply:
         return []
-    return [e for e in reply[0][1] if e[1]]  # a pending entry deleted meanwhile comes back empty
+    # A pending entry deleted meanwhile comes back without fields: kept, so it is acknowledged (and skipped).
+    return list(reply[0][1])
 
 
 def _hit(entry_id, fields: dict) -> Hit | None:
     """A stream entry as a Hit, or None for one that does not parse (written by something else)."""
     get = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-           for k, v in fields.items()}.get
+           for k, v in (fields or {}).items()}.get
     try:
         index = get("i")
         return Hit(key=entry_id.decode() if isinstance(entry_id, bytes) else entry_id, kind=get("k"),
@@ -140,12 +142,34 @@ def write_batch(entries: list, result: FlushResult) -> None:
                      "campaign_id": hit.campaign_id, "kind": hit.kind, "url": url, "created_at": hit.at,
                      "is_machine": hit.is_machine, "link_index": hit.link_index, "event_key": hit.key})
     if rows:
-        insert = (postgresql.insert if db.engine.dialect.name == "postgresql" else sqlite.insert)(EngagementEvent)
-        db.session.execute(insert.on_conflict_do_nothing(index_elements=["event_key"]), rows)
+        _insert_events(rows)
         _first_times(known)
     db.session.commit()
     result.written += len(rows)
     result.machine += sum(1 for h in known if h.is_machine)
+
+
+# PostgreSQL: the batch as one INSERT ... SELECT FROM unnest(arrays), one array per column. The
+# ORM's bulk insert sent a statement per two rows (1,400 rows/s in the tracking bench) and the
+# driver's executemany one per row in pipeline mode (about 12,000 rows/s); this is one statement
+# and one round trip per batch. ON CONFLICT on the stream entry id: a batch written twice adds nothing.
+_INSERT_PG = text(
+    "INSERT INTO engagement_event (message_id, supporter_id, campaign_id, kind, url, created_at, is_machine, "
+    "link_index, event_key) "
+    "SELECT * FROM unnest(CAST(:message_id AS integer[]), CAST(:supporter_id AS integer[]), "
+    "CAST(:campaign_id AS integer[]), CAST(:kind AS text[]), CAST(:url AS text[]), "
+    "CAST(:created_at AS timestamptz[]), CAST(:is_machine AS boolean[]), CAST(:link_index AS integer[]), "
+    "CAST(:event_key AS text[])) "
+    "ON CONFLICT (event_key) DO NOTHING")
+_COLUMNS = ("message_id", "supporter_id", "campaign_id", "kind", "url", "created_at", "is_machine", "link_index",
+            "event_key")
+
+
+def _insert_events(rows: list[dict]) -> None:
+    if db.engine.dialect.name == "postgresql":
+        db.session.execute(_INSERT_PG, {name: [row[name] for row in rows] for name in _COLUMNS})
+    else:  # SQLite: executemany in the one transaction
+        db.session.execute(sqlite.insert(_EVENTS).on_conflict_do_nothing(index_elements=["event_key"]), rows)
 
 
 def _links(versions: set[tuple[int, int]]) -> dict[tuple[int, int], dict[int, str]]:
@@ -161,6 +185,17 @@ def _links(versions: set[tuple[int, int]]) -> dict[tuple[int, int], dict[int, st
 # The earliest human time per message, moved only earlier: concurrent flushes (two workers) may
 # commit in either order and the row still ends at the minimum. Runs after the inserts, in
 # their transaction; a batch written twice moves nothing the second time.
+# PostgreSQL: one UPDATE per batch and kind, joined to the batch's (id, time) pairs as arrays
+# (LEAST ignores NULL, so a first time is set and an earlier one kept). An executemany of one
+# UPDATE per message cost about 0.8 ms a row under the tracking bench's load (1,200 rows/s);
+# this one statement does a batch's few thousand in a few milliseconds per hundred.
+_FIRST_PG = {
+    kind: text(f"UPDATE message SET {column} = LEAST({column}, v.at) "
+               "FROM unnest(CAST(:ids AS integer[]), CAST(:ats AS timestamptz[])) AS v(id, at) "
+               f"WHERE message.id = v.id AND ({column} IS NULL OR {column} > v.at)")
+    for kind, column in (("open", "opened_at"), ("click", "clicked_at"))
+}
+# SQLite: the same rule per row (executemany in one transaction is fast there).
 _FIRST = {
     kind: text(f"UPDATE message SET {column} = CASE WHEN {column} IS NULL OR {column} > :at THEN :at "
                f"ELSE {column} END WHERE id = :mid")
@@ -176,8 +211,13 @@ def _first_times(hits: list[Hit]) -> None:
             if hit.kind == kind and not hit.is_machine:
                 if hit.message_id not in earliest or hit.at < earliest[hit.message_id]:
                     earliest[hit.message_id] = hit.at
-        if earliest:
-            db.session.execute(_FIRST[kind], [{"mid": mid, "at": at} for mid, at in sorted(earliest.items())])
+        if not earliest:
+            continue
+        ordered = sorted(earliest.items())  # a fixed order: two flushes lock the same rows in the same order
+        if db.engine.dialect.name == "postgresql":
+            db.session.execute(_FIRST_PG[kind], {"ids": [mid for mid, _ in ordered], "ats": [at for _, at in ordered]})
+        else:
+            db.session.execute(_FIRST[kind], [{"mid": mid, "at": at} for mid, at in ordered])
 
 
 def _aware(value: datetime | None) -> datetime | None:

@@ -22,6 +22,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 
 PROXY = "proxy"
 SCANNER = "scanner"
@@ -82,6 +83,7 @@ PREFETCH_MIN_MESSAGES = 3
 SCAN_SECONDS = 5
 
 
+@lru_cache(maxsize=4096)  # the pixel asks for every hit, and a few agents make most of them
 def classify_agent(user_agent: str | None) -> str:
     """PROXY, SCANNER or "" (a browser or mail client, as far as the agent says)."""
     agent = (user_agent or "").strip().lower()
