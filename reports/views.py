@@ -93,6 +93,10 @@ def exports_page():
     # An address goes out only to staff who may export and who asked for it.
     include_email = bool(form.include_email.data) and can("export")
     rows = exports.count_rows(kind, filters)
+    if fmt == "xlsx" and rows > exports.XLSX_MAX_ROWS:
+        form.form_errors.append(f"{rows:,} rows do not fit in one Excel worksheet: choose CSV or Parquet, "
+                                "or narrow the filters.")
+        return _exports_page(form, 400)
     if rows > current_app.config["EXPORT_STREAM_MAX_ROWS"]:
         job = exports.create_job(kind, fmt, filters, include_email, current_user.id, rows)
         flash(f"The export of {rows:,} rows is being built; this page shows its progress.", "success")
