@@ -28,7 +28,7 @@ from flask import current_app
 from redis import Redis
 from sqlalchemy import update
 
-from campaigns import queries
+from campaigns import queries, variants
 from campaigns.compose import CompiledCampaign, campaign_context, compile_campaign, supporter_context
 from campaigns.mime import MessageSkeleton
 from campaigns.throttle import ErrorWindow, Heartbeat, RelaySlots, RunState, SendRate, is_alive, set_campaign_state
@@ -103,6 +103,7 @@ def start_campaign(campaign_id: int, expected_version: int | None = None) -> int
         db.session.rollback()
         return 0
     total = queries.snapshot(campaign_id, condition, now)
+    variants.split_at_snapshot(campaign_id)  # an A/B test: the test share queued, the rest held
     db.session.execute(update(Campaign).where(Campaign.id == campaign_id).values(total=total)
                        .execution_options(synchronize_session=False))
     db.session.commit()
@@ -247,6 +248,10 @@ class _Batch:
         self.holder = holder
         self.redis = redis
         self.renderer = Renderer.for_campaign(campaign)
+        # An A/B test's messages each carry a variant: one renderer per variant, built once.
+        self.renderers = {None: self.renderer}
+        for variant in variants.variants_of(campaign.id):
+            self.renderers[variant.id] = Renderer.for_campaign(variants.as_campaign(campaign, variant))
         self.envelope_from = config.get("BOUNCE_ADDRESS") or campaign.sender.email
         # VERP: each message's own return path, bounces+<campaign>.<message>@domain, so the
         # bounce mailbox can tell which message came back even from a DSN that quotes nothing.
@@ -300,7 +305,8 @@ class _Batch:
         self.chunk_generation = self.watch.generation  # notices from here on cover this read
         rows = queries.claim(self.campaign_id, after_id, upto_id, self.holder, self.chunk, _now())
         people = queries.recipients([r.supporter_id for r in rows if r.supporter_id is not None],
-                                    with_petitions=self.renderer.uses_petitions) if rows else {}
+                                    with_petitions=any(r.uses_petitions for r in self.renderers.values())
+                                    ) if rows else {}
         db.session.commit()
         self._check_errors()
         return rows, people
@@ -334,7 +340,8 @@ class _Batch:
             if in_flight is not None:
                 self.transport.announce(self._envelope(row.id), person["email"])
             try:
-                msgid, raw = self.renderer.render_message(row.id, person)
+                renderer = self.renderers.get(getattr(row, "variant_id", None), self.renderer)
+                msgid, raw = renderer.render_message(row.id, person)
             except ValueError as exc:  # e.g. an address no header can carry: this one fails, the rest go
                 if in_flight is not None:
                     self._settle(in_flight, rows)
@@ -561,7 +568,7 @@ def sweep(campaign_id: int, finishing: str | None = None) -> str:
     queries.retry_exhausted(campaign_id, int(_setting("SEND_MAX_ATTEMPTS")))
     db.session.commit()
     counts = queries.status_counts(campaign_id)
-    if not counts.get("queued") and not counts.get("sending"):
+    if not counts.get("queued") and not counts.get("sending") and not counts.get("held"):
         finish(campaign_id, counts)
         return "sent"
     if counts.get("queued") and not _batches_at_work(campaign_id, redis, exclude=finishing):

@@ -5,6 +5,7 @@ from flask import Flask
 
 def register_blueprints(app: Flask) -> None:
     from campaigns.unsubscribe import bp as unsubscribe
+    from campaigns.variant_views import bp as ab_tests
     from campaigns.views import bp as campaigns
     from crm.auth import bp as auth
     from crm.dashboard import bp as dashboard
@@ -23,5 +24,5 @@ def register_blueprints(app: Flask) -> None:
 
     for blueprint in (auth, dashboard, supporters, petitions, segments, campaigns, reports,
                       settings, staff, outbox, public, imports, unsubscribe, hooks, deliverability,
-                      feedback_settings):
+                      feedback_settings, ab_tests):
         app.register_blueprint(blueprint)

@@ -55,7 +55,7 @@ TUNABLES = {
     "LOGIN_MAX_FAILURES": int, "LOGIN_ACCOUNT_MAX_FAILURES": int, "LOGIN_IP_MAX_FAILURES": int,
     "LOGIN_WINDOW_SECONDS": int,
     "REPORTS_REFRESH_SECONDS": float, "EXPORT_STREAM_MAX_ROWS": int, "EXPORT_KEEP_DAYS": float,
-    "EXPORT_CHUNK_ROWS": int,
+    "EXPORT_CHUNK_ROWS": int, "AB_CHECK_SECONDS": float,
 }
 
 DEFAULTS = {
@@ -112,6 +112,7 @@ DEFAULTS = {
     "EXPORT_STREAM_MAX_ROWS": 50_000,  # larger exports are built by a worker, with a progress bar
     "EXPORT_KEEP_DAYS": 7,  # a worker-built export file is deleted this many days after it is made
     "EXPORT_CHUNK_ROWS": 20_000,  # rows read from the server-side cursor (and written) at a time
+    "AB_CHECK_SECONDS": 30,  # how often a worker looks for A/B tests whose wait is over
     # Hosts Amazon SNS certificates and subscription URLs may come from (https only).
     "SNS_ALLOWED_HOSTS": "sns.*.amazonaws.com,sns.*.amazonaws.com.cn",
     "SNS_CA_FILE": "",  # extra CA bundle for fetching them (tests, TLS-inspecting proxies)

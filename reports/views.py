@@ -25,6 +25,7 @@ from wtforms.fields import SelectChoice
 from crm import exports as writers
 from crm.auth.permissions import can, requires
 from crm.extensions import db
+from crm.forms import ActionForm
 from crm.models import Campaign, ExportJob, Petition, Segment
 from reports import exports, service
 from reports.forms import ExportForm
@@ -49,7 +50,7 @@ def petitions():
 @requires("read")
 def campaign(campaign_id: int):
     found = db.session.get(Campaign, campaign_id) or abort(404)
-    return render_template("reports/campaign.html", r=service.campaign_report(found))
+    return render_template("reports/campaign.html", r=service.campaign_report(found), action_form=ActionForm())
 
 
 @bp.route("/petitions/<int:petition_id>")
