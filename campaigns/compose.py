@@ -163,7 +163,7 @@ def _with_footer(html: str) -> str:
 
 @lru_cache(maxsize=64)
 def _compile(subject: str, preheader: str, mjml_source: str, text_body: str, track_opens: bool = False,
-             track_clicks: bool = False) -> CompiledCampaign:
+             track_clicks: bool = False, known_links: tuple[str, ...] = ()) -> CompiledCampaign:
     from tracking.links import add_pixel, rewrite_links
 
     html = compile_mjml(mjml_source)
@@ -172,24 +172,25 @@ def _compile(subject: str, preheader: str, mjml_source: str, text_body: str, tra
     html = _with_footer(html)
     links: tuple[str, ...] = ()
     if track_clicks:
-        html, links = rewrite_links(html)
+        html, links = rewrite_links(html, known_links)
     if track_opens:
         html = add_pixel(html)
     return CompiledCampaign(subject, html, text.rstrip("\n") + FOOTER_TEXT, preheader, links, track_opens)
 
 
-def compile_campaign(campaign, *, tracking: bool = True) -> CompiledCampaign:
+def compile_campaign(campaign, *, tracking: bool = True, known_links: tuple[str, ...] = ()) -> CompiledCampaign:
     """The compiled templates for the campaign's current content (cached per content).
 
     With `tracking`, links and the pixel as the campaign's switches say; previews and test sends
     pass False, so nothing they show is counted and every link goes straight to its page.
+    `known_links`: tracked links numbered before this content's (see tracking.links.rewrite_links).
     """
     problems = check_content(campaign.subject, campaign.preheader, campaign.mjml, campaign.text_body)
     if problems:
         raise CompositionError(problems)
     return _compile(campaign.subject, campaign.preheader or "", campaign.mjml, campaign.text_body,
                     bool(tracking and getattr(campaign, "track_opens", False)),
-                    bool(tracking and getattr(campaign, "track_clicks", False)))
+                    bool(tracking and getattr(campaign, "track_clicks", False)), tuple(known_links))
 
 
 def check_content(subject: str, preheader: str, mjml_source: str, text_body: str) -> list[Problem]:

@@ -215,13 +215,13 @@ def progress(campaign: Campaign) -> Progress:
         rate = queries.sent_since(campaign.id, since)
     else:  # finished or stopped: the average over the run, so the page still says how fast it went
         rate = _average_rate(campaign, counts.get("sent", 0))
-    remaining = counts.get("queued", 0) + counts.get("sending", 0)
+    remaining = counts.get("queued", 0) + counts.get("held", 0) + counts.get("sending", 0)
     eta = int(remaining / rate * 60) if rate and remaining else (0 if not remaining else None)
     return Progress(
         status=campaign.status, reason=campaign.status_reason, total=total or campaign.total,
         sent=counts.get("sent", 0), failed=counts.get("failed", 0) + counts.get("bounced", 0),
         unknown=counts.get("unknown", 0), suppressed=counts.get("suppressed", 0),
-        queued=counts.get("queued", 0), in_flight=counts.get("sending", 0),
+        queued=counts.get("queued", 0) + counts.get("held", 0), in_flight=counts.get("sending", 0),
         cancelled=counts.get("cancelled", 0), rate_per_minute=rate, eta_seconds=eta)
 
 

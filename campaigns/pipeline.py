@@ -28,7 +28,7 @@ from flask import current_app
 from redis import Redis
 from sqlalchemy import update
 
-from campaigns import queries
+from campaigns import queries, variants
 from campaigns.compose import CompiledCampaign, campaign_context, compile_campaign, supporter_context
 from campaigns.mime import MessageSkeleton
 from campaigns.throttle import ErrorWindow, Heartbeat, RelaySlots, RunState, SendRate, is_alive, set_campaign_state
@@ -106,6 +106,7 @@ def start_campaign(campaign_id: int, expected_version: int | None = None) -> int
         return 0
     total = queries.snapshot(campaign_id, condition, now)
     store_links(campaign)
+    variants.split_at_snapshot(campaign_id)  # an A/B test: the test share queued, the rest held
     db.session.execute(update(Campaign).where(Campaign.id == campaign_id).values(total=total)
                        .execution_options(synchronize_session=False))
     db.session.commit()
@@ -117,10 +118,11 @@ def start_campaign(campaign_id: int, expected_version: int | None = None) -> int
 
 
 def store_links(campaign: Campaign) -> None:
-    """Keep the tracked links of the version being sent: the only places its click redirect may go."""
+    """Keep the tracked links of the version being sent (its A/B variants' too): the only places its
+    click redirect may go."""
     from crm.models import CampaignLink
 
-    links = compile_campaign(campaign).links
+    links = variants.tracked_links(campaign)
     exists = db.session.scalar(db.select(CampaignLink.position).where(
         CampaignLink.campaign_id == campaign.id, CampaignLink.version == campaign.version).limit(1))
     if links and exists is None:
@@ -205,7 +207,7 @@ class Renderer:
     tracking_key: tuple[int, int] = (0, 0)
 
     @classmethod
-    def for_campaign(cls, campaign: Campaign, *, tracking: bool = True) -> Renderer:
+    def for_campaign(cls, campaign: Campaign, *, tracking: bool = True, known_links: tuple[str, ...] = ()) -> Renderer:
         config = current_app.config
         sender = campaign.sender
         skeleton = MessageSkeleton(
@@ -214,7 +216,7 @@ class Renderer:
             campaign_id=campaign.id, unsubscribe_mailto=config.get("UNSUBSCRIBE_MAILTO") or "",
         )
         context = {"org": org.current().as_context(), "campaign": campaign_context(campaign)}
-        return cls(campaign, compile_campaign(campaign, tracking=tracking), skeleton, context,
+        return cls(campaign, compile_campaign(campaign, tracking=tracking, known_links=known_links), skeleton, context,
                    (campaign.id, campaign.version))
 
     @property
@@ -268,6 +270,10 @@ class _Batch:
         self.holder = holder
         self.redis = redis
         self.renderer = Renderer.for_campaign(campaign)
+        # An A/B test's messages each carry a variant: one renderer per variant, built once.
+        self.renderers = {None: self.renderer}
+        for variant, content, known in variants.contents(campaign):
+            self.renderers[variant.id] = Renderer.for_campaign(content, known_links=known)
         self.envelope_from = config.get("BOUNCE_ADDRESS") or campaign.sender.email
         # VERP: each message's own return path, bounces+<campaign>.<message>@domain, so the
         # bounce mailbox can tell which message came back even from a DSN that quotes nothing.
@@ -321,7 +327,8 @@ class _Batch:
         self.chunk_generation = self.watch.generation  # notices from here on cover this read
         rows = queries.claim(self.campaign_id, after_id, upto_id, self.holder, self.chunk, _now())
         people = queries.recipients([r.supporter_id for r in rows if r.supporter_id is not None],
-                                    with_petitions=self.renderer.uses_petitions) if rows else {}
+                                    with_petitions=any(r.uses_petitions for r in self.renderers.values())
+                                    ) if rows else {}
         db.session.commit()
         self._check_errors()
         return rows, people
@@ -355,7 +362,8 @@ class _Batch:
             if in_flight is not None:
                 self.transport.announce(self._envelope(row.id), person["email"])
             try:
-                msgid, raw = self.renderer.render_message(row.id, person)
+                renderer = self.renderers.get(getattr(row, "variant_id", None), self.renderer)
+                msgid, raw = renderer.render_message(row.id, person)
             except ValueError as exc:  # e.g. an address no header can carry: this one fails, the rest go
                 if in_flight is not None:
                     self._settle(in_flight, rows)
@@ -582,7 +590,7 @@ def sweep(campaign_id: int, finishing: str | None = None) -> str:
     queries.retry_exhausted(campaign_id, int(_setting("SEND_MAX_ATTEMPTS")))
     db.session.commit()
     counts = queries.status_counts(campaign_id)
-    if not counts.get("queued") and not counts.get("sending"):
+    if not counts.get("queued") and not counts.get("sending") and not counts.get("held"):
         finish(campaign_id, counts)
         return "sent"
     if counts.get("queued") and not _batches_at_work(campaign_id, redis, exclude=finishing):

@@ -118,7 +118,7 @@ def claim(campaign_id: int, after_id: int, upto_id: int, holder: str, limit: int
         update(message)
         .where(m.id == chosen.c.id, m.status == "queued")
         .values(status="sending", claimed_by=holder, claimed_at=now, attempts=m.attempts + 1)
-        .returning(m.id, m.supporter_id)
+        .returning(m.id, m.supporter_id, m.variant_id)
     )
     return sorted(db.session.execute(stmt).all(), key=lambda r: r.id)
 
@@ -232,7 +232,7 @@ def sent_since(campaign_id: int, since: datetime) -> int:
 
 def cancel_queued(campaign_id: int) -> int:
     result = db.session.execute(
-        update(Message).where(Message.campaign_id == campaign_id, Message.status == "queued")
+        update(Message).where(Message.campaign_id == campaign_id, Message.status.in_(("queued", "held")))
         .values(status="cancelled")
         .execution_options(synchronize_session=False)
     )

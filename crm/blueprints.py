@@ -7,6 +7,7 @@ def register_blueprints(app: Flask) -> None:
     import api
     from campaigns.preference_pages import bp as preferences
     from campaigns.unsubscribe import bp as unsubscribe
+    from campaigns.variant_views import bp as ab_tests
     from campaigns.views import bp as campaigns
     from crm.auth import bp as auth
     from crm.dashboard import bp as dashboard
@@ -29,5 +30,5 @@ def register_blueprints(app: Flask) -> None:
     api.register(app)
     for blueprint in (auth, dashboard, supporters, petitions, segments, campaigns, reports,
                       settings, staff, outbox, public, imports, unsubscribe, hooks, deliverability,
-                      feedback_settings, tracking, preferences, confirm, webhooks):
+                      feedback_settings, tracking, preferences, confirm, webhooks, ab_tests):
         app.register_blueprint(blueprint)

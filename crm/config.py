@@ -58,7 +58,7 @@ TUNABLES = {
     "LOGIN_WINDOW_SECONDS": int, "TRACKING_FLUSH_SECONDS": float, "SIGN_CONFIRM_EXPIRY_DAYS": int,
     "SIGN_CONFIRM_REMINDER_HOURS": float,
     "REPORTS_REFRESH_SECONDS": float, "EXPORT_STREAM_MAX_ROWS": int, "EXPORT_KEEP_DAYS": float,
-    "EXPORT_CHUNK_ROWS": int,
+    "EXPORT_CHUNK_ROWS": int, "AB_CHECK_SECONDS": float,
     "API_MAX_PER_PAGE": int, "API_MAX_BODY_BYTES": int, "API_COUNT_CACHE_SECONDS": int,
     "WEBHOOK_TIMEOUT_SECONDS": float,
 }
@@ -120,6 +120,7 @@ DEFAULTS = {
     "EXPORT_STREAM_MAX_ROWS": 50_000,  # larger exports are built by a worker, with a progress bar
     "EXPORT_KEEP_DAYS": 7,  # a worker-built export file is deleted this many days after it is made
     "EXPORT_CHUNK_ROWS": 20_000,  # rows read from the server-side cursor (and written) at a time
+    "AB_CHECK_SECONDS": 30,  # how often a worker looks for A/B tests whose wait is over
     # Hosts Amazon SNS certificates and subscription URLs may come from (https only).
     "SNS_ALLOWED_HOSTS": "sns.*.amazonaws.com,sns.*.amazonaws.com.cn",
     "SNS_CA_FILE": "",  # extra CA bundle for fetching them (tests, TLS-inspecting proxies)

@@ -30,6 +30,16 @@ def safe_text(value: str) -> str:
     return "'" + value if value.startswith(FORMULA_PREFIXES) else value
 
 
+def safe_text_array(array):
+    """safe_text over a pyarrow string array, in C: the same prefixes, the same quote."""
+    import pyarrow.compute as pc
+
+    starts = pc.starts_with(array, FORMULA_PREFIXES[0])
+    for prefix in FORMULA_PREFIXES[1:]:
+        starts = pc.or_(starts, pc.starts_with(array, prefix))
+    return pc.if_else(starts, pc.binary_join_element_wise("'", array, ""), array)
+
+
 def _utc_naive(value: datetime) -> datetime:
     if value.tzinfo is not None:
         value = value.astimezone(UTC).replace(tzinfo=None)

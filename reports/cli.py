@@ -60,6 +60,8 @@ def export_command(kind, since, until, campaigns, segment, fmt, with_email, by_e
         if actor is None:
             raise click.ClickException(f"No staff account {by_email}.")
     total = exports.count_rows(kind, filters)
+    if fmt == "xlsx" and total > exports.XLSX_MAX_ROWS:
+        raise click.ClickException(f"{total:,} rows do not fit in one Excel worksheet: use csv or parquet.")
     with click.progressbar(length=max(total, 1), label=f"Exporting {total:,} rows", show_pos=True) as bar:
         done = [0]
 

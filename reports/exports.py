@@ -16,6 +16,7 @@ An address is exported only with the export permission and the requester ticking
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import uuid
@@ -29,6 +30,7 @@ from sqlalchemy import Select, and_, case, func, select
 
 from crm import audit
 from crm import exports as writers
+from crm.database import is_postgres
 from crm.extensions import db
 from crm.models import (
     Campaign,
@@ -260,56 +262,50 @@ def count_rows(kind: str, filters: Filters) -> int:
 
 # -- reading in chunks ------------------------------------------------------------------------------
 
-def _bool_or_none(value) -> bool | None:
-    return None if value is None else bool(value)
+XLSX_MAX_ROWS = 1_048_575  # a worksheet's rows, less the header
 
 
-def _split(value: str | None) -> list[str]:
-    return sorted(value.split(LIST_SEPARATOR)) if value else []
+def _raw_partitions(query: Select, size: int) -> Iterator[list[tuple]]:
+    """Rows of `query` from a psycopg named (server-side) cursor in binary format, `size` at a time.
+
+    Measured on 100,000 export rows: SQLAlchemy's result rows over psycopg's text protocol took
+    8.4 s to read, a binary named cursor 3.0 s (the database's own part, EXPLAIN ANALYZE, 1.2 s):
+    the time goes into parsing text and processing each value in Python. The statement is
+    compiled by SQLAlchemy with its parameters bound, as every other query here."""
+    compiled = query.compile(dialect=db.engine.dialect, compile_kwargs={"render_postcompile": True})
+    raw = db.session.connection().connection.dbapi_connection
+    # The three grouped subqueries are hashed in the server's memory, not sorted on disk:
+    # with the default 4 MB PostgreSQL grouped 10M events by walking an index (30 s).
+    raw.execute("SET LOCAL work_mem = '256MB'")
+    with raw.cursor(name=f"export_{uuid.uuid4().hex[:12]}", binary=True) as cursor:
+        cursor.itersize = size
+        cursor.execute(str(compiled), compiled.params)
+        while batch := cursor.fetchmany(size):
+            yield batch
 
 
-def chunks(kind: str, filters: Filters, include_email: bool, size: int | None = None) -> Iterator[list[tuple]]:
-    """The export's rows, a chunk at a time, from a server-side cursor; lists as lists, flags as booleans."""
-    size = size or int(current_app.config.get("EXPORT_CHUNK_ROWS", 20_000))
-    spec = columns(kind, include_email)
-    bools = [i for i, c in enumerate(spec) if c.type == "bool"]
-    lists = [i for i, c in enumerate(spec) if c.type == "list"]
-    result = db.session.execute(query_for(kind, filters, include_email).execution_options(yield_per=size))
+def _partitions(query: Select, size: int) -> Iterator[list[tuple]]:
+    if is_postgres():
+        yield from _raw_partitions(query, size)
+        return
+    result = db.session.execute(query.execution_options(yield_per=size))
     try:
-        for batch in result.partitions():
-            rows = []
-            for row in batch:
-                values = list(row)
-                for i in bools:
-                    values[i] = _bool_or_none(values[i])
-                for i in lists:
-                    values[i] = _split(values[i])
-                rows.append(values)
-            yield rows
+        yield from result.partitions()
     finally:
         result.close()
 
 
-def _flat(rows: Iterator[list[tuple]], spec: tuple[Column, ...]) -> Iterator[list]:
-    lists = [i for i, c in enumerate(spec) if c.type == "list"]
-    for chunk in rows:
-        for row in chunk:
-            for i in lists:
-                row[i] = LIST_SEPARATOR.join(row[i])
-            yield row
+def _arrow_types():
+    import pyarrow as pa
 
-
-def stream_csv(kind: str, filters: Filters, include_email: bool) -> Iterator[str]:
-    """The CSV document, a line at a time (UTF-8 BOM, formula-safe cells: crm/exports.py)."""
-    spec = columns(kind, include_email)
-    return writers.stream_csv([c.name for c in spec], _flat(chunks(kind, filters, include_email), spec))
+    return {"int": pa.int64(), "str": pa.string(), "time": pa.timestamp("us", tz="UTC"), "bool": pa.bool_(),
+            "list": pa.list_(pa.string())}
 
 
 def _arrow_schema(spec: tuple[Column, ...]):
     import pyarrow as pa
 
-    types = {"int": pa.int64(), "str": pa.string(), "time": pa.timestamp("us", tz="UTC"), "bool": pa.bool_(),
-             "list": pa.list_(pa.string())}
+    types = _arrow_types()
     return pa.schema([pa.field(c.name, types[c.type]) for c in spec])
 
 
@@ -321,55 +317,115 @@ def _utc(value):
     return value
 
 
+def batches(kind: str, filters: Filters, include_email: bool, size: int | None = None):
+    """The export as Arrow record batches of typed columns, one per chunk read from the cursor.
+
+    Each chunk is turned into columns at once (zip) and each column into an Arrow array in C:
+    no per-row Python work beyond the driver's, which is what makes 5,000,000 rows take
+    seconds rather than minutes."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    size = size or int(current_app.config.get("EXPORT_CHUNK_ROWS", 20_000))
+    spec = columns(kind, include_email)
+    schema = _arrow_schema(spec)
+    types = _arrow_types()
+    empty_list = pa.scalar([], type=types["list"])
+    convert_times = not is_postgres()  # psycopg already gives aware datetimes
+    for chunk in _partitions(query_for(kind, filters, include_email), size):
+        arrays = []
+        for column, values in zip(spec, zip(*chunk, strict=True), strict=True):
+            if column.type == "bool":
+                arrays.append(pc.cast(pa.array(values, type=pa.int64()), pa.bool_()))
+            elif column.type == "list":
+                split = pc.split_pattern(pa.array(values, type=pa.string()), LIST_SEPARATOR)
+                arrays.append(pc.if_else(pc.is_null(split), empty_list, split))
+            elif column.type == "time" and convert_times:
+                arrays.append(pa.array([_utc(v) for v in values], type=types["time"]))
+            else:
+                arrays.append(pa.array(values, type=types[column.type]))
+        yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def _csv_batch(batch):
+    """The batch as a spreadsheet should read it: formula-safe text, UTC times to the second, lists joined."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arrays = []
+    for column, array in zip(batch.schema, batch.columns, strict=True):
+        if pa.types.is_list(column.type):
+            array = writers.safe_text_array(pc.binary_join(array, LIST_SEPARATOR))
+        elif pa.types.is_string(column.type):
+            array = writers.safe_text_array(array)
+        elif pa.types.is_timestamp(column.type):
+            array = pc.strftime(pc.cast(array, pa.timestamp("s", tz="UTC"), safe=False), format="%Y-%m-%d %H:%M:%S")
+        arrays.append(array)
+    return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
+
+
+def stream_csv(kind: str, filters: Filters, include_email: bool,
+               progress: Callable[[int], None] | None = None) -> Iterator[bytes]:
+    """The CSV document, a chunk at a time: UTF-8 with a BOM, formula-safe cells (crm/exports.py)."""
+    import pyarrow.csv as pcsv
+
+    yield "\ufeff".encode()
+    header, done = True, 0
+    for batch in batches(kind, filters, include_email):
+        out = io.BytesIO()
+        pcsv.write_csv(_csv_batch(batch), out, pcsv.WriteOptions(include_header=header, quoting_style="needed"))
+        header = False
+        done += batch.num_rows
+        if progress:
+            progress(done)
+        yield out.getvalue()
+    if header:  # no rows: the header alone
+        yield (",".join(f'"{c.name}"' for c in columns(kind, include_email)) + "\n").encode()
+
+
+def _xlsx_rows(kind: str, filters: Filters, include_email: bool, counter: list[int], progress) -> Iterator[list]:
+    for batch in batches(kind, filters, include_email):
+        names = batch.schema.names
+        for row in batch.to_pylist():
+            yield [LIST_SEPARATOR.join(v) if isinstance(v, list) else v for v in (row[n] for n in names)]
+        counter[0] += batch.num_rows
+        if progress:
+            progress(counter[0])
+
+
 def write_file(kind: str, fmt: str, filters: Filters, include_email: bool, handle,
                progress: Callable[[int], None] | None = None) -> int:
     """Write the whole export into a binary file object; returns the row count."""
     spec = columns(kind, include_email)
-    times = [i for i, c in enumerate(spec) if c.type == "time"]
-    written = 0
     if fmt == "parquet":
-        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        schema = _arrow_schema(spec)
-        with pq.ParquetWriter(handle, schema, compression="zstd") as writer:
-            for chunk in chunks(kind, filters, include_email):
-                cols = list(zip(*chunk, strict=True)) if chunk else [() for _ in spec]
-                arrays = []
-                for i, (column, values) in enumerate(zip(spec, cols, strict=True)):
-                    if i in times:
-                        values = [_utc(v) for v in values]
-                    arrays.append(pa.array(values, type=schema.field(column.name).type))
-                writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=schema))
-                written += len(chunk)
+        written = 0
+        with pq.ParquetWriter(handle, _arrow_schema(spec), compression="zstd") as writer:
+            for batch in batches(kind, filters, include_email):
+                writer.write_batch(batch)
+                written += batch.num_rows
                 if progress:
                     progress(written)
         return written
     if fmt == "csv":
-        counted = _counting(_flat(chunks(kind, filters, include_email), spec), progress)
-        for text in writers.stream_csv([c.name for c in spec], counted):
-            handle.write(text.encode("utf-8"))
-        return counted.count
-    counted = _counting(_flat(chunks(kind, filters, include_email), spec), progress)
+        counter = [0]
+
+        def count(done: int) -> None:
+            counter[0] = done
+            if progress:
+                progress(done)
+
+        for data in stream_csv(kind, filters, include_email, count):
+            handle.write(data)
+        return counter[0]
+    counter = [0]
     title = "Engagement" if kind == "engagement" else "Supporters"
-    spool = writers.xlsx_file([c.name for c in spec], counted, title=title)
+    spool = writers.xlsx_file([c.name for c in spec], _xlsx_rows(kind, filters, include_email, counter, progress),
+                              title=title)
     for data in writers.iter_file(spool):
         handle.write(data)
-    return counted.count
-
-
-class _counting:
-    """Pass rows through, counting them and reporting progress every 10,000."""
-
-    def __init__(self, rows, progress):
-        self.rows, self.progress, self.count = rows, progress, 0
-
-    def __iter__(self):
-        for row in self.rows:
-            self.count += 1
-            if self.progress and self.count % 10_000 == 0:
-                self.progress(self.count)
-            yield row
+    return counter[0]
 
 
 def filename(kind: str, fmt: str) -> str:

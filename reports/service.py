@@ -257,8 +257,25 @@ def campaign_report(campaign: Campaign) -> dict:
         "by_petition": by_petition, "by_country": by_country,
         "country_chart": charts.hbars("Sent by country", [r["label"] for r in by_country[:20]],
                                       [r["sent"] for r in by_country[:20]], "Sent"),
-        "compared": compared, "compare_chart": compare_chart, "fresh": freshness(),
+        "compared": compared, "compare_chart": compare_chart, "fresh": freshness(), "ab": ab_report(campaign),
     }
+
+
+def ab_report(campaign: Campaign) -> dict | None:
+    """The campaign's A/B test: each variant's rate with its Wilson 95% interval, and the verdict.
+
+    Counted live over the test group (the messages carrying a variant, by the campaign's slice
+    of ix_message_campaign_status_id, and their events): a test group is a share of one
+    campaign, and the figures matter most while the test runs."""
+    from campaigns import variants
+
+    test = variants.test_for(campaign.id)
+    if test is None:
+        return None
+    found = variants.results(campaign.id, test.metric)
+    winner, significant, why = variants.verdict(found) if len(found) >= 2 else (None, False, "")
+    return {"test": test, "results": found, "leader": winner, "significant": significant, "why": why,
+            "note": engagement_note(campaign, "open" if test.metric == "opens" else "click")}
 
 
 # -- petition report ----------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from wtforms.fields import SelectChoice
 from crm import exports as writers
 from crm.auth.permissions import can, requires
 from crm.extensions import db
+from crm.forms import ActionForm
 from crm.models import Campaign, ExportJob, Petition, Segment
 from reports import exports, service
 from reports.forms import ExportForm
@@ -49,7 +50,7 @@ def petitions():
 @requires("read")
 def campaign(campaign_id: int):
     found = db.session.get(Campaign, campaign_id) or abort(404)
-    return render_template("reports/campaign.html", r=service.campaign_report(found))
+    return render_template("reports/campaign.html", r=service.campaign_report(found), action_form=ActionForm())
 
 
 @bp.route("/petitions/<int:petition_id>")
@@ -93,6 +94,10 @@ def exports_page():
     # An address goes out only to staff who may export and who asked for it.
     include_email = bool(form.include_email.data) and can("export")
     rows = exports.count_rows(kind, filters)
+    if fmt == "xlsx" and rows > exports.XLSX_MAX_ROWS:
+        form.form_errors.append(f"{rows:,} rows do not fit in one Excel worksheet: choose CSV or Parquet, "
+                                "or narrow the filters.")
+        return _exports_page(form, 400)
     if rows > current_app.config["EXPORT_STREAM_MAX_ROWS"]:
         job = exports.create_job(kind, fmt, filters, include_email, current_user.id, rows)
         flash(f"The export of {rows:,} rows is being built; this page shows its progress.", "success")

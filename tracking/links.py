@@ -81,14 +81,17 @@ def _href_value_span(tag: str) -> tuple[int, int] | None:
         pos = found + 4
 
 
-def rewrite_links(source: str) -> tuple[str, tuple[str, ...]]:
+def rewrite_links(source: str, known: tuple[str, ...] = ()) -> tuple[str, tuple[str, ...]]:
     """The HTML with every trackable link sent through the redirect, and the links by index.
 
     The same URL twice is one link (one index), so "clicked every link" means every distinct one.
+    `known` are links already numbered for this campaign version (its own body's, when this is
+    an A/B variant's): they keep their numbers and new ones follow, so one stored list serves
+    every variant's redirects.
     """
     spans = _Links(source).spans
-    links: list[str] = []
-    index: dict[str, int] = {}
+    links: list[str] = list(known)
+    index: dict[str, int] = {url: i for i, url in enumerate(known)}
     out, last = [], 0
     for start, end, url in spans:
         if url not in index:

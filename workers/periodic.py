@@ -66,6 +66,12 @@ def _refresh_reports() -> object:
     return refresh()
 
 
+def _pick_ab_winners() -> object:
+    from campaigns.variants import pick_due_winners
+
+    return pick_due_winners()
+
+
 def _expire_exports() -> object:
     from reports.exports import expire_old
 
@@ -104,6 +110,8 @@ PERIODIC = (
     Periodic("remind-expire-confirmations", lambda config: 300.0, _remind_and_expire_confirmations),
     # The report roll-ups: incremental, so a refresh costs what changed since the last one.
     Periodic("refresh-reports", lambda config: float(config["REPORTS_REFRESH_SECONDS"]), _refresh_reports),
+    # A/B tests whose wait is over: the winner (or the default) goes to the rest of the segment.
+    Periodic("pick-ab-winners", lambda config: float(config["AB_CHECK_SECONDS"]), _pick_ab_winners),
     # Worker-built export files past EXPORT_KEEP_DAYS.
     Periodic("expire-exports", lambda config: 3600.0, _expire_exports),
 )

@@ -64,6 +64,7 @@ from crm.models.supporters import (
     Tag,
     supporter_tag,
 )
+from crm.models.variants import AB_METRICS, AB_STATUSES, AbTest, CampaignVariant
 
 __all__ = [
     "Base", "utcnow", "CONSENT_MODES", "PETITION_STATUSES", "Petition", "Signature", "SignatureConfirmation", "ROLES",
@@ -74,7 +75,7 @@ __all__ = [
     "SenderIdentity", "OrgSettings", "FEEDBACK_KINDS", "FEEDBACK_OUTCOMES", "PROVIDERS", "FeedbackEvent",
     "FeedbackProvider", "FeedbackRules", "SUPPRESSION_REASONS", "EXPORT_STATUSES", "CampaignBreakdownRollup",
     "CampaignHourRollup", "CampaignLinkRollup", "CampaignRollup", "DailyRollup", "ExportJob", "PetitionDayRollup",
-    "PetitionSourceRollup", "RollupState",
+    "PetitionSourceRollup", "RollupState", "AB_METRICS", "AB_STATUSES", "AbTest", "CampaignVariant",
     "API_SCOPES", "ApiKey", "DELIVERY_STATUSES",
     "WEBHOOK_EVENTS", "WebhookDelivery", "WebhookEndpoint", "WebhookSettings",
 ]

@@ -17,7 +17,8 @@ EDITABLE_STATUSES = ("draft", "scheduled")
 # One email to one supporter. `queued` rows wait for a batch; a batch claims them (`sending`)
 # and records the outcome. A row left in `sending` by a dead worker becomes `unknown` and is
 # never sent again automatically; `suppressed` rows were skipped because consent changed.
-MESSAGE_STATUSES = ("queued", "sending", "sent", "failed", "suppressed", "bounced", "unknown", "cancelled")
+# `held`: the rest of an A/B test's segment, queued once the winner is chosen (campaigns/variants.py).
+MESSAGE_STATUSES = ("queued", "sending", "sent", "failed", "suppressed", "bounced", "unknown", "cancelled", "held")
 
 ENGAGEMENT_KINDS = ("open", "click", "unsubscribe", "bounce", "complaint")
 
@@ -126,6 +127,10 @@ class Message(Base):
     bounced_at: Mapped[datetime | None]
     bounce_type: Mapped[str | None] = mapped_column(String(10))  # hard | soft
     complained_at: Mapped[datetime | None]
+    # The A/B variant this message carries (campaign_variant.id; no foreign key, as above), and
+    # whether it went to the test group (the rest carry the winner).
+    variant_id: Mapped[int | None]
+    ab_test_group: Mapped[bool | None]
 
     campaign: Mapped[Campaign] = relationship(primaryjoin="Campaign.id == foreign(Message.campaign_id)")
 

@@ -1,7 +1,7 @@
 """API keys, and the supporter (updated_at, id) index the API pages people by
 
 Revision ID: 0030
-Revises: 0020
+Revises: 0021
 Create Date: 2026-12-03 14:30:00
 
 GET /api/v1/people orders by (updated_at, id) and filters `modified_date gt ...`; without an
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '0030'
-down_revision = '0020'
+down_revision = '0021'
 branch_labels = None
 depends_on = None
 
