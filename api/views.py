@@ -155,9 +155,9 @@ def entry_point():
 @api_view("read")
 def people():
     page, per_page = paging()
-    text, clauses = _filter(("modified_date", "email_address"))
+    text, clauses = _filter(queries.PEOPLE_FILTERS)
     rows, more = queries.people_page(clauses, text, page, per_page)
-    total = queries.cached_count("people", queries.people_select(clauses), text)
+    total = queries.people_count(clauses, text)
     return _answer(collection("osdi:people", "api.people", [resources.person(s) for s in rows], page, per_page,
                               total, has_next=more))
 

@@ -21,8 +21,9 @@ SEND_TEST_MESSAGE = "workers.jobs.send_test_message"
 FETCH_BOUNCES = "workers.feedback.fetch_bounces_job"
 DISPATCH_WEBHOOKS = "workers.outbound.dispatch_webhooks_job"
 DELIVER_WEBHOOK = "workers.outbound.deliver_webhook_job"
+RECOUNT_PEOPLE = "workers.api.recount_people_job"
 JOBS = (START_CAMPAIGN, SEND_BATCH, SEND_TEST, RUN_IMPORT, SEND_TEST_MESSAGE, FETCH_BOUNCES, DISPATCH_WEBHOOKS,
-        DELIVER_WEBHOOK)
+        DELIVER_WEBHOOK, RECOUNT_PEOPLE)
 
 
 def queue(name: str = "default", app: Flask | None = None) -> Queue:
