@@ -180,7 +180,7 @@ def load(spec: dict) -> dict:
             if spec["phase"] == "hello":
                 method, path, body, headers = "GET", "/healthz", None, {}
             else:
-                email = f"helper-{spec['loader']}-{i}-{n}@example.net"
+                email = f"helper-{spec['run']}-{spec['loader']}-{i}-{n}@example.net"
                 method, path = "POST", f"/api/v1/petitions/{spec['petition_id']}/signatures"
                 body = json.dumps({"person": {"given_name": "Bench", "email_addresses": [
                     {"address": email, "status": "subscribed"}]}})
@@ -216,7 +216,7 @@ def throughput(phase: str, settings: Settings, port: int, token: str, petition_i
     procs = [subprocess.Popen(
         [sys.executable, "-m", "bench.bench_api", "--load", json.dumps({
             "phase": phase, "port": port, "clients": n, "loader": i, "start_at": start_at, "warmup": settings.warmup,
-            "seconds": settings.seconds, "token": token, "petition_id": petition_id})],
+            "seconds": settings.seconds, "token": token, "petition_id": petition_id, "run": int(start_at)})],
         cwd=ROOT, stdout=subprocess.PIPE, text=True) for i, n in enumerate(share) if n]
     outs = collect_json(procs, phase)
     statuses: dict = {}
@@ -258,16 +258,20 @@ def run(settings: Settings | None = None) -> list[dict]:
 
         drop_database(settings.database_url)
     rows = [{"case": "data", "value": f"{settings.people:,}", "unit": "people",
-             "notes": f"generated, indexed and analysed in {generated:.0f} s; deep keyset page plan: {plan[:160]}"}]
+             "notes": f"ready in {generated:.0f} s (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores); "
+                      f"deep keyset page plan: {plan[:160]}"}]
     for name, server_ms, client_ms in (("pages from 1", first_server, first_client),
                                        (f"pages from {settings.deep_page:,}", deep_server, deep_client)):
         # The first page asked of a filter counts every match (total_records, then cached), and a
         # page asked cold finds its first key by OFFSET; the pages after it seek from the last.
         median, p95, worst = _figures(server_ms[1:])
+        slowest = sorted(range(1, len(server_ms)), key=lambda i: -server_ms[i])[:3]
+        where = ", ".join(f"#{i + 1} {server_ms[i]:.0f} ms" for i in slowest)
         rows.append({"case": f"GET people, {name}", "value": f"{median:.1f}", "unit": "ms median (server)",
                      "notes": f"following pages: p95 {p95:.1f} ms, max {worst:.1f} ms over {len(server_ms) - 1:,} "
                               f"pages (target each < {TARGET_MS:.0f} ms: {'met' if worst < TARGET_MS else 'NOT met'}); "
-                              f"first page {server_ms[0]:.0f} ms; client median {statistics.median(client_ms):.1f} ms"})
+                              f"first page {server_ms[0]:.0f} ms; slowest {where}; client median "
+                              f"{statistics.median(client_ms):.1f} ms"})
     ratio = helper["rate"] / hello["rate"] if hello["rate"] else 0.0
     rows.append({"case": "GET /healthz", "value": f"{hello['rate']:.0f}", "unit": "requests/s",
                  "notes": f"{settings.clients} clients, {settings.workers} gunicorn workers x {settings.threads} "
