@@ -86,7 +86,7 @@ def init_app(app: Flask) -> None:
 
     app.wsgi_app = _NoCookies(app.wsgi_app)
     html_handler = app.error_handler_spec[None][None].get(HTTPException)
-    html_500 = app.error_handler_spec[None][500].get(InternalServerError)  # handlers with a code live under it
+    html_500 = app.error_handler_spec[None][500].get(InternalServerError)  # Flask files it under its code
 
     def server_error(exc):
         if not is_api_request():

@@ -78,8 +78,10 @@ def _filter(fields: tuple[str, ...]):
 
 
 def collection(name: str, endpoint: str, items: list[dict], page: int, per_page: int, total: int,
-               **values) -> dict:
-    """An OSDI collection: paging figures, HAL links to neighbouring pages, and the items embedded."""
+               has_next: bool | None = None, **values) -> dict:
+    """An OSDI collection: paging figures, HAL links to neighbouring pages, and the items embedded.
+
+    `has_next` (when the query looked one row ahead) decides `next`; else the count does."""
     pages = max(1, -(-total // per_page))
     args = {k: v for k, v in (("filter", request.args.get("filter")),) if v}
 
@@ -88,7 +90,7 @@ def collection(name: str, endpoint: str, items: list[dict], page: int, per_page:
 
     links: dict = {"self": page_link(page), "curies": resources.CURIES,
                    name: [item["_links"]["self"] for item in items]}
-    if page < pages:
+    if (page < pages) if has_next is None else has_next:
         links["next"] = page_link(page + 1)
     if page > 1:
         links["prev"] = page_link(min(page - 1, pages))
@@ -153,11 +155,11 @@ def entry_point():
 @api_view("read")
 def people():
     page, per_page = paging()
-    text, clauses = _filter(("modified_date", "email_address"))
-    rows = queries.people_page(clauses, text, page, per_page)
-    total = queries.cached_count("people", queries.people_select(clauses), text)
+    text, clauses = _filter(queries.PEOPLE_FILTERS)
+    rows, more = queries.people_page(clauses, text, page, per_page)
+    total = queries.people_count(clauses, text)
     return _answer(collection("osdi:people", "api.people", [resources.person(s) for s in rows], page, per_page,
-                              total))
+                              total, has_next=more))
 
 
 @bp.route("/people", methods=["POST"])

@@ -367,3 +367,21 @@ def test_signature_helper_honours_the_suppression_list(app, client, token):
     assert erased.status_code == 201 and "osdi:person" not in erased.json["_links"]
     assert db.session.scalar(db.select(Supporter.id).where(Supporter.email == "erased@example.net")) is None
     assert db.session.scalar(db.select(db.func.count()).select_from(ConsentEvent)) == 0
+
+
+def test_a_stale_people_count_is_answered_while_a_job_counts_again(make_app):
+    """Past its lifetime the cached total is still answered once, and the recount job brings it up to date."""
+    from crm.redis_conn import get_redis
+
+    app = make_app(API_COUNT_CACHE_SECONDS=1)
+    with app.app_context():
+        _, token = factories.make_api_key("read")
+        client = app.test_client()
+        factories.make_supporter()
+        assert call(client, "GET", "/api/v1/people", token).json["total_records"] == 1
+        factories.make_supporter()
+        for key in get_redis().scan_iter("crm:api:people:count:*:fresh"):
+            get_redis().delete(key)  # the lifetime has passed
+        assert call(client, "GET", "/api/v1/people", token).json["total_records"] == 1
+        factories.drain(app)
+        assert call(client, "GET", "/api/v1/people", token).json["total_records"] == 2

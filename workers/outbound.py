@@ -19,3 +19,4 @@ def deliver_webhook_job(delivery_id: int) -> str:
 
     with job_app().app_context():
         return delivery.deliver(delivery_id)
+
