@@ -124,9 +124,8 @@ def people_page(clauses: list[Clause], filter_text: str, page: int, per_page: in
     """The `page`th page of people matching `clauses`, and whether another follows.
 
     By keyset from the previous page's last row when that is known; otherwise the page's first
-    key is found by OFFSET over the index alone (an index-only scan: no supporter row is read
-    for the rows skipped) and the page is read from there. One row more than the page is read,
-    so `next` never depends on a count."""
+    key is found by OFFSET over (updated_at, id) only, and the page is read from there. One row
+    more than the page is read, so `next` never depends on a count."""
     base = people_select(clauses)
     order = (Supporter.updated_at, Supporter.id)
     scope = _scope("people:cursor", filter_text, per_page)
