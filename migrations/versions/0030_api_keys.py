@@ -5,8 +5,7 @@ Revises: 0021
 Create Date: 2026-12-03 14:30:00
 
 GET /api/v1/people orders by (updated_at, id) and filters `modified_date gt ...`; without an
-index PostgreSQL sorted every matching supporter for each page. Partial on erased_at IS NULL,
-the API's own condition, so its total_records is an index-only count. CONCURRENTLY on PostgreSQL,
+index PostgreSQL sorted every matching supporter for each page. CONCURRENTLY on PostgreSQL,
 so signing goes on while it is built (if the build fails, drop the INVALID index and upgrade
 again).
 """
@@ -41,11 +40,9 @@ def upgrade():
     )
     if op.get_bind().dialect.name == "postgresql":
         with op.get_context().autocommit_block():
-            op.execute("CREATE INDEX CONCURRENTLY ix_supporter_updated_at_id ON supporter (updated_at, id) "
-                       "WHERE erased_at IS NULL")
+            op.execute("CREATE INDEX CONCURRENTLY ix_supporter_updated_at_id ON supporter (updated_at, id)")
     else:
-        op.create_index("ix_supporter_updated_at_id", "supporter", ["updated_at", "id"], unique=False,
-                        sqlite_where=sa.text("erased_at IS NULL"))
+        op.create_index("ix_supporter_updated_at_id", "supporter", ["updated_at", "id"], unique=False)
 
 
 def downgrade():
