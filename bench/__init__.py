@@ -25,3 +25,15 @@ def collect_json(procs, phase: str) -> list:
             raise RuntimeError(f"load process failed ({p.returncode}) in the {phase} phase")
         outs.append(json.loads(out))
     return outs
+
+
+def settings_arguments(parser, defaults, prefix: str) -> None:
+    """Add a --field option for each field of a settings dataclass, defaulting to `defaults` (from env)."""
+    for name, value in asdict(defaults).items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value,
+                            help=f"default {value!r} (env {prefix}_{name.upper()})")
+
+
+def settings_from_args(args, defaults):
+    """The settings dataclass as the command line set it."""
+    return type(defaults)(**{name: getattr(args, name) for name in asdict(defaults)})

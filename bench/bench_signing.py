@@ -51,9 +51,11 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlencode
+
+from bench import settings_arguments, settings_from_args
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/bench_signing"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/13"
@@ -744,16 +746,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--breakdown", action="store_true",
                         help="instead of the load run: a sign POST's CPU in the web process, part by part")
     defaults = Settings.from_env()
-    for name, value in asdict(defaults).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value,
-                            help=f"default {value!r} (env BENCH_SIGNING_{name.upper()})")
+    settings_arguments(parser, defaults, "BENCH_SIGNING")
     args = parser.parse_args(argv)
     if args.load:
         print(json.dumps(load(json.loads(args.load))))
         return 0
     from bench.__main__ import print_table
 
-    settings = Settings(**{name: getattr(args, name) for name in asdict(defaults)})
+    settings = settings_from_args(args, defaults)
     rows = breakdown(settings) if args.breakdown else run(settings)
     print_table([{"benchmark": "signing", **row} for row in rows])
     return 0

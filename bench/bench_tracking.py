@@ -35,9 +35,10 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
+from bench import settings_arguments, settings_from_args
 from bench.bench_signing import Gunicorn, percentile
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/bench_tracking"
@@ -371,16 +372,14 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_tracking", description=__doc__.split("\n")[0])
     parser.add_argument("--load", help=argparse.SUPPRESS)
     defaults = Settings.from_env()
-    for name, value in asdict(defaults).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value,
-                            help=f"default {value!r} (env BENCH_TRACKING_{name.upper()})")
+    settings_arguments(parser, defaults, "BENCH_TRACKING")
     args = parser.parse_args(argv)
     if args.load:
         print(json.dumps(load(json.loads(args.load))))
         return 0
     from bench.__main__ import print_table
 
-    settings = Settings(**{name: getattr(args, name) for name in asdict(defaults)})
+    settings = settings_from_args(args, defaults)
     print_table([{"benchmark": "tracking", **row} for row in run(settings)])
     return 0
 

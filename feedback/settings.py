@@ -1,7 +1,7 @@
 """Admins configure each relay's webhook under Settings → Bounces and complaints.
 
 Secrets (Postmark's password, Mailgun's signing key, the generic secret) are stored encrypted
-(feedback/secrets.py) and never shown again: the page says whether one is saved, and an empty
+(crm/stored_secrets.py) and never shown again: the page says whether one is saved, and an empty
 field on save keeps it. SendGrid's verification key is public, so it is shown. Each web process
 keeps what it read for a couple of seconds, so a webhook request costs no settings query.
 """
@@ -20,11 +20,11 @@ from wtforms import BooleanField, IntegerField, PasswordField, StringField, Text
 from wtforms.validators import NumberRange
 
 from crm import audit
+from crm import stored_secrets as secrets
 from crm.auth.permissions import requires
 from crm.extensions import db
 from crm.forms import ActionForm, apply_errors, require_action_form
 from crm.models import PROVIDERS, FeedbackEvent, FeedbackProvider, FeedbackRules, utcnow
-from feedback import secrets
 from feedback.providers import ProviderSettings
 
 bp = Blueprint("feedback_settings", __name__, url_prefix="/settings/feedback")

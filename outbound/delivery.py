@@ -16,9 +16,9 @@ import urllib3
 from flask import current_app
 from rq import get_current_job
 
+from crm import stored_secrets
 from crm.extensions import db
 from crm.models import WebhookDelivery, WebhookEndpoint, utcnow
-from feedback import secrets as stored_secrets
 from outbound import hosts, signing
 from outbound.service import allow_private_hosts
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from crm import audit
+from crm import audit, stored_secrets
 from crm.extensions import db
 from crm.models import WEBHOOK_EVENTS, WebhookDelivery, WebhookEndpoint, WebhookSettings
-from feedback import secrets as stored_secrets
 from outbound import hosts
 from outbound.signing import new_secret
 

@@ -1,4 +1,5 @@
-"""Provider secrets at rest: Fernet tokens under a key derived from SECRET_KEY.
+"""Secrets at rest (relay webhook credentials, outbound webhook signing keys): Fernet tokens under
+a key derived from SECRET_KEY.
 
 A database dump or backup then does not hand out the webhook credentials. Keys listed in
 SECRET_KEY_FALLBACKS still decrypt (rotate SECRET_KEY, then save each provider again); a
@@ -14,7 +15,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flask import current_app
 
-_INFO = b"crm feedback provider secrets v1"
+_INFO = b"crm feedback provider secrets v1"  # kept as first written: rows already saved decrypt with it
 
 
 def _fernet_for(secret_key: str | bytes) -> Fernet:
