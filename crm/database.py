@@ -84,3 +84,21 @@ def init_database(app: Flask) -> None:
 
 def is_postgres() -> bool:
     return db.engine.dialect.name == "postgresql"
+
+
+def commit_retrying_once(work):
+    """Run `work()` and commit; after a unique-constraint race, roll back and run it once more.
+
+    A concurrent twin (the same new address at the same moment) makes our INSERT fail; by the
+    second attempt its row is visible, so `work` finds it instead of inserting. Never a 500."""
+    for attempt in (1, 2):
+        try:
+            result = work()
+            db.session.commit()
+            return result
+        except exc.IntegrityError:
+            db.session.rollback()
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+

@@ -14,10 +14,8 @@ import logging
 from dataclasses import dataclass
 from functools import lru_cache
 
-from sqlalchemy.exc import IntegrityError
-
 from crm import events
-from crm.database import is_postgres
+from crm.database import commit_retrying_once, is_postgres
 from crm.emails import normalise_email
 from crm.extensions import db
 from crm.models import STATUS_AFTER, Signature, Supporter, utcnow
@@ -76,21 +74,13 @@ def record_signature(petition: PublicPetition, form_data: dict, ip: str | None,
         raise PetitionNotOpen(petition.slug)
     petition = fresh
     wording = wording_for_form(petition, form_data.get("wording_version"))
-    for attempt in (1, 2):
-        try:
-            result = _sign(petition, email, wording, form_data, ip, user_agent)
-            db.session.commit()
-            if result.confirmation_id is not None:
-                confirmation.enqueue_mail(result.confirmation_id)
-            elif result.already_signed and petition.double_opt_in and result.supporter_id is not None:
-                confirmation.resend_on_resign(petition.id, result.supporter_id)
-            _emit_signed(petition, result)
-            return result
-        except IntegrityError:
-            db.session.rollback()
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
+    result = commit_retrying_once(lambda: _sign(petition, email, wording, form_data, ip, user_agent))
+    if result.confirmation_id is not None:
+        confirmation.enqueue_mail(result.confirmation_id)
+    elif result.already_signed and petition.double_opt_in and result.supporter_id is not None:
+        confirmation.resend_on_resign(petition.id, result.supporter_id)
+    _emit_signed(petition, result)
+    return result
 
 
 def _emit_signed(petition: PublicPetition, result: SignResult, new_supporter: bool = False) -> None:

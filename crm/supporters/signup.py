@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy.exc import IntegrityError
-
+from crm.database import commit_retrying_once
 from crm.emails import normalise_email
 from crm.extensions import db
 from crm.models import Supporter
@@ -43,16 +42,7 @@ def sign_up(profile: dict, *, source: str, wants_updates: bool, wording: str = "
     unique address; we roll back and try once more, when its row is visible.
     """
     email = normalise_email(profile.get("email", ""))
-    for attempt in (1, 2):
-        try:
-            result = _sign_up(email, profile, source, wants_updates, wording, ip, user_agent)
-            db.session.commit()
-            return result
-        except IntegrityError:
-            db.session.rollback()
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
+    return commit_retrying_once(lambda: _sign_up(email, profile, source, wants_updates, wording, ip, user_agent))
 
 
 def _sign_up(email: str, profile: dict, source: str, wants_updates: bool, wording: str, ip: str | None,
