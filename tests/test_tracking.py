@@ -350,6 +350,58 @@ def test_one_quick_reader_is_not_a_burst(send_app, smtp_server):
     assert [e.is_machine for e in events()] == [False]
 
 
+def _hit_at(campaign, message, kind: str, ms_after_delivery: int, link_index: int | None = None) -> None:
+    """Put a hit with a browser's agent in the stream, timed relative to the message's delivery."""
+    at = int(message.sent_at.replace(tzinfo=message.sent_at.tzinfo or UTC).timestamp() * 1000) + ms_after_delivery
+    fields = {"k": kind, "m": message.id, "c": campaign.id, "v": campaign.version, "t": at, "a": ""}
+    if link_index is not None:
+        fields["i"] = link_index
+    get_redis().xadd(STREAM, fields)
+
+
+def test_a_scan_split_across_flushes_is_flagged_whole(send_app, smtp_server):
+    """Two links clicked and flushed, the third within seconds in the next flush: all three are the
+    scanner's, the first flush's human-looking clicks included, and the first-click time goes."""
+    campaign, messages = send_campaign(send_app, smtp_server, n=1, track_clicks=True)
+    message = message_for(messages[0])
+    _hit_at(campaign, message, "click", 60_000, 0)
+    _hit_at(campaign, message, "click", 61_000, 1)
+    flushing.flush()
+    db.session.refresh(message)
+    assert message.clicked_at is not None and not any(e.is_machine for e in events())
+    _hit_at(campaign, message, "click", 62_500, 2)
+    flushing.flush()
+    db.session.expire_all()
+    assert [e.is_machine for e in events()] == [True, True, True]
+    assert db.session.get(Message, message.id).clicked_at is None
+
+
+def test_a_slow_sends_prefetches_are_flagged_once_they_make_a_burst(send_app, smtp_server):
+    """A proxy prefetching each message as it arrives, one flush apart (a slow send): the first two
+    look like quick readers, the third makes the burst and flags all three; after it, a lone open
+    at delivery is a machine's at once, while an open an hour later stays a person's."""
+    campaign, messages = send_campaign(send_app, smtp_server, n=5, track_opens=True)
+    first, second, third, fourth, fifth = (message_for(m) for m in messages)
+    for message in (first, second):
+        _hit_at(campaign, message, "open", 2000)
+        flushing.flush()
+    db.session.expire_all()
+    assert not any(e.is_machine for e in events())
+    assert db.session.get(Message, first.id).opened_at is not None
+    _hit_at(campaign, third, "open", 1500)
+    flushing.flush()
+    db.session.expire_all()
+    assert [e.is_machine for e in events()] == [True, True, True]
+    assert all(db.session.get(Message, m.id).opened_at is None for m in (first, second, third))
+    _hit_at(campaign, fourth, "open", 3000)
+    _hit_at(campaign, fifth, "open", 3_600_000)
+    flushing.flush()
+    db.session.expire_all()
+    flags = {e.message_id: e.is_machine for e in events()}
+    assert flags[fourth.id] and not flags[fifth.id]
+    assert db.session.get(Message, fifth.id).opened_at is not None
+
+
 # -- the flush survives dying ----------------------------------------------------------------
 
 def test_flush_killed_between_read_and_commit_loses_nothing(send_app, smtp_server, monkeypatch):

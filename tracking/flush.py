@@ -11,6 +11,13 @@ recorded once.
 
 First-open and first-click times are the earliest human ones: `LEAST` of what the row has and
 what the batch brings, written as a CASE so SQLite and PostgreSQL read it the same way.
+
+The machine rules that go by timing (tracking/machine.py) see more than the batch: the same
+messages' clicks already written within the scan window, read back from engagement_event, and
+each campaign's earlier opens at delivery, kept in a small Redis hash per campaign until a
+prefetch burst is seen (then only the fact that it was). An earlier event that the new ones
+show to be a machine's is flagged in the batch's transaction, and its message's first times
+are worked out again from the human events left.
 """
 
 from __future__ import annotations
@@ -19,17 +26,17 @@ import logging
 import os
 import socket
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from redis import Redis
 from redis.exceptions import ResponseError
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.dialects import sqlite
 
 from crm.extensions import db
 from crm.models import CampaignLink, EngagementEvent, Message
 from crm.redis_conn import get_redis
-from tracking.machine import Hit, flag_machines
+from tracking.machine import PREFETCH_MIN_MESSAGES, SCAN_SECONDS, Hit, flag_machines, near_delivery
 from tracking.record import GROUP, STREAM
 
 log = logging.getLogger(__name__)
@@ -37,6 +44,12 @@ log = logging.getLogger(__name__)
 BATCH = 5000
 _EVENTS = EngagementEvent.__table__
 CLAIM_IDLE_SECONDS = 60
+# Per campaign: the opens flushed within seconds of their delivery while fewer than
+# PREFETCH_MIN_MESSAGES messages had one (field: event key, value "message:at ms:sent ms:machine"),
+# or the field BURST once they reached it. Kept for a month after the last change.
+PREFETCH_KEY = "crm:tracking:prefetch:{}"
+BURST = "burst"
+PREFETCH_KEEP_SECONDS = 30 * 86400
 
 
 @dataclass
@@ -88,7 +101,7 @@ def flush(redis: Redis | None = None, *, batch: int = BATCH, consumer: str | Non
             entries = _entries(redis.xreadgroup(GROUP, consumer, {STREAM: ">"}, count=batch))
         if not entries:
             break
-        write_batch(entries, result)
+        write_batch(entries, result, redis)
         ids = [entry_id for entry_id, _ in entries]
         pipe = redis.pipeline(transaction=False)
         pipe.xack(STREAM, GROUP, *ids)
@@ -119,8 +132,9 @@ def _hit(entry_id, fields: dict) -> Hit | None:
         return None
 
 
-def write_batch(entries: list, result: FlushResult) -> None:
+def write_batch(entries: list, result: FlushResult, redis: Redis | None = None) -> None:
     """Insert one batch's events and move the messages' first times, in one transaction."""
+    redis = redis or get_redis()
     hits = [h for h in (_hit(entry_id, fields) for entry_id, fields in entries) if h and h.kind in ("open", "click")]
     result.read += len(entries)
     message_ids = sorted({h.message_id for h in hits})
@@ -132,7 +146,15 @@ def write_batch(entries: list, result: FlushResult) -> None:
     versions = {(h.campaign_id, h.version) for h in known}
     links = _links(versions)
     counts = {key: len(urls) for key, urls in links.items()}
-    flag_machines(known, {mid: _aware(row.sent_at) for mid, row in messages.items()}, counts)
+    sent_at = {mid: _aware(row.sent_at) for mid, row in messages.items()}
+    prefetch_campaigns = {h.campaign_id for h in known if near_delivery(h, sent_at)}
+    bursts, earlier_opens = _earlier_prefetches(redis, prefetch_campaigns, sent_at)
+    earlier = _earlier_clicks(known) + earlier_opens
+    was_machine = {h.key for h in earlier if h.is_machine}
+    flag_machines(known + earlier, sent_at, counts, bursts)
+    at_delivery = [h for h in known + earlier if near_delivery(h, sent_at)]
+    bursts |= {c for c in prefetch_campaigns
+               if len({h.message_id for h in at_delivery if h.campaign_id == c}) >= PREFETCH_MIN_MESSAGES}
     rows = []
     for hit in known:
         url = ""
@@ -144,9 +166,106 @@ def write_batch(entries: list, result: FlushResult) -> None:
     if rows:
         _insert_events(rows)
         _first_times(known)
+    _flag_earlier([h for h in earlier if h.is_machine and h.key not in was_machine])
     db.session.commit()
+    _remember_prefetches(redis, [h for h in at_delivery if not h.stored], sent_at, bursts)
     result.written += len(rows)
     result.machine += sum(1 for h in known if h.is_machine)
+
+
+def _earlier_clicks(hits: list[Hit]) -> list[Hit]:
+    """The clicks already written for the batch's clicked messages within the scan window of its clicks."""
+    clicks = [h for h in hits if h.kind == "click"]
+    if not clicks:
+        return []
+    keys = {h.key for h in hits}
+    version = {h.message_id: h.version for h in clicks}
+    window = timedelta(seconds=SCAN_SECONDS)
+    rows = db.session.execute(
+        select(_EVENTS.c.event_key, _EVENTS.c.message_id, _EVENTS.c.campaign_id, _EVENTS.c.link_index,
+               _EVENTS.c.created_at, _EVENTS.c.is_machine)
+        .where(_EVENTS.c.kind == "click", _EVENTS.c.message_id.in_(sorted(version)),
+               _EVENTS.c.created_at >= min(h.at for h in clicks) - window,
+               _EVENTS.c.created_at <= max(h.at for h in clicks) + window,
+               _EVENTS.c.event_key.is_not(None))).all()
+    return [Hit(key=row.event_key, kind="click", message_id=row.message_id, campaign_id=row.campaign_id,
+                version=version[row.message_id], link_index=row.link_index, at=_aware(row.created_at),
+                agent_class="", is_machine=bool(row.is_machine), stored=True)
+            for row in rows if row.event_key not in keys]
+
+
+def _earlier_prefetches(redis: Redis, campaigns: set[int],
+                        sent_at: dict[int, datetime | None]) -> tuple[set[int], list[Hit]]:
+    """(campaigns with a burst seen, earlier opens at delivery of the others), from Redis.
+
+    Adds the earlier opens' delivery times to `sent_at`, so the rules see them at delivery too."""
+    if not campaigns:
+        return set(), []
+    pipe = redis.pipeline(transaction=False)
+    ordered = sorted(campaigns)
+    for campaign_id in ordered:
+        pipe.hgetall(PREFETCH_KEY.format(campaign_id))
+    bursts: set[int] = set()
+    earlier: list[Hit] = []
+    for campaign_id, fields in zip(ordered, pipe.execute(), strict=True):
+        for field, value in (fields or {}).items():
+            field = field.decode() if isinstance(field, bytes) else field
+            if field == BURST:
+                bursts.add(campaign_id)
+                continue
+            value = value.decode() if isinstance(value, bytes) else value
+            try:
+                message_id, at_ms, sent_ms, machine = (int(part) for part in value.split(":"))
+            except ValueError:
+                continue
+            sent_at.setdefault(message_id, datetime.fromtimestamp(sent_ms / 1000, UTC))
+            earlier.append(Hit(key=field, kind="open", message_id=message_id, campaign_id=campaign_id, version=0,
+                               link_index=None, at=datetime.fromtimestamp(at_ms / 1000, UTC), agent_class="",
+                               is_machine=bool(machine), stored=True))
+    return bursts, earlier
+
+
+def _remember_prefetches(redis: Redis, hits: list[Hit], sent_at: dict[int, datetime | None],
+                         bursts: set[int]) -> None:
+    """After the commit: note the batch's opens at delivery, or that the campaign's burst is seen.
+
+    Losing this (Redis down, a crash before it) only narrows what the next batch is judged with."""
+    by_campaign: dict[int, list[Hit]] = {}
+    for hit in hits:
+        by_campaign.setdefault(hit.campaign_id, []).append(hit)
+    if not by_campaign:
+        return
+    pipe = redis.pipeline(transaction=False)
+    for campaign_id, found in by_campaign.items():
+        key = PREFETCH_KEY.format(campaign_id)
+        if campaign_id in bursts:
+            pipe.delete(key)
+            pipe.hset(key, BURST, "1")
+        else:
+            pipe.hset(key, mapping={h.key: f"{h.message_id}:{int(h.at.timestamp() * 1000)}:"
+                                           f"{int(sent_at[h.message_id].timestamp() * 1000)}:{int(h.is_machine)}"
+                                    for h in found})
+        pipe.expire(key, PREFETCH_KEEP_SECONDS)
+    pipe.execute()
+
+
+def _flag_earlier(hits: list[Hit]) -> None:
+    """Flag earlier events the new ones showed to be a machine's, and work their messages' first
+    times out again from the human events that are left."""
+    if not hits:
+        return
+    db.session.execute(update(_EVENTS).where(_EVENTS.c.event_key.in_(sorted(h.key for h in hits)))
+                       .values(is_machine=True))
+    events = _EVENTS.alias("e")
+    messages = Message.__table__
+    for kind, column in (("open", "opened_at"), ("click", "clicked_at")):
+        ids = sorted({h.message_id for h in hits if h.kind == kind})
+        if not ids:
+            continue
+        earliest = (select(func.min(events.c.created_at))
+                    .where(events.c.message_id == messages.c.id, events.c.kind == kind,
+                           events.c.is_machine.is_(False)).scalar_subquery())
+        db.session.execute(update(messages).where(messages.c.id.in_(ids)).values({column: earliest}))
 
 
 # PostgreSQL: the batch as one INSERT ... SELECT FROM unnest(arrays), one array per column. The

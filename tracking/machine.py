@@ -98,7 +98,8 @@ def classify_agent(user_agent: str | None) -> str:
 
 @dataclass
 class Hit:
-    """One recorded open or click, as the flush reads it from the stream."""
+    """One recorded open or click, as the flush reads it from the stream, or an earlier one it
+    reads back (`stored`) because the timing rules need it beside the new ones."""
 
     key: str
     kind: str  # open | click
@@ -109,15 +110,27 @@ class Hit:
     at: datetime
     agent_class: str
     is_machine: bool = False
+    stored: bool = False  # already in engagement_event, written by an earlier batch
+
+
+def near_delivery(hit: Hit, sent_at: dict[int, datetime | None]) -> bool:
+    """An open within PREFETCH_SECONDS of its message's delivery: what a prefetching proxy does."""
+    delivered = sent_at.get(hit.message_id)
+    return (hit.kind == "open" and delivered is not None
+            and timedelta(0) <= hit.at - delivered <= timedelta(seconds=PREFETCH_SECONDS))
 
 
 def flag_machines(hits: Iterable[Hit], sent_at: dict[int, datetime | None],
-                  link_counts: dict[tuple[int, int], int]) -> list[Hit]:
+                  link_counts: dict[tuple[int, int], int], bursts: set[int] = frozenset()) -> list[Hit]:
     """Set is_machine on each hit a machine made; returns the hits.
 
     `sent_at` maps message ids to their delivery time, `link_counts` (campaign, version) to how
-    many distinct links that version has. The timing rules look at the hits given together (one
-    flush batch): a burst spread over two batches is judged by the part in each.
+    many distinct links that version has, `bursts` holds the campaigns where a prefetch burst was
+    already seen. The timing rules judge the hits given together, so the flush passes the new
+    hits with the earlier ones that bear on them (`stored`): the same message's recent clicks,
+    and the campaign's earlier opens at delivery. A burst spread over several batches, or over a
+    slow send's hours, is judged whole; stored hits it turns into a machine's get is_machine set
+    here and the flush writes that back.
     """
     hits = list(hits)
     prefetches: dict[int, list[Hit]] = defaultdict(list)
@@ -125,14 +138,12 @@ def flag_machines(hits: Iterable[Hit], sent_at: dict[int, datetime | None],
     for hit in hits:
         if hit.agent_class in (PROXY, SCANNER):
             hit.is_machine = True
-        if hit.kind == "open":
-            delivered = sent_at.get(hit.message_id)
-            if delivered is not None and timedelta(0) <= hit.at - delivered <= timedelta(seconds=PREFETCH_SECONDS):
-                prefetches[hit.campaign_id].append(hit)
+        if near_delivery(hit, sent_at):
+            prefetches[hit.campaign_id].append(hit)
         elif hit.kind == "click":
             clicks[hit.message_id].append(hit)
-    for burst in prefetches.values():
-        if len({h.message_id for h in burst}) >= PREFETCH_MIN_MESSAGES:
+    for campaign_id, burst in prefetches.items():
+        if campaign_id in bursts or len({h.message_id for h in burst}) >= PREFETCH_MIN_MESSAGES:
             for hit in burst:
                 hit.is_machine = True
     for message_hits in clicks.values():
