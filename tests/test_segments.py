@@ -226,6 +226,37 @@ def test_opened_clicked_and_never_opened(app):
         fresh.id, stale.id, silent.id, unmailed.id}
 
 
+def test_people_only_leaves_machines_events_out(app):
+    """An open only an image proxy made, and a click only a scanner made, count for "opened" and
+    "clicked" unless the condition asks for people only; then those supporters are "not opened"."""
+    spring = make_campaign(name="Spring", status="sent")
+    proxied, reader, scanned = (make_supporter() for _ in range(3))
+    machine_open = engage(make_message(spring, proxied, sent_at=days_ago(3)), "open", days_ago(3))
+    machine_open.is_machine = True
+    engage(make_message(spring, reader, sent_at=days_ago(3)), "open", days_ago(2))
+    scanner_click = engage(make_message(spring, scanned, sent_at=days_ago(3)), "click", days_ago(3))
+    scanner_click.is_machine = True
+    db.session.commit()
+    people = {"people_only": True}
+    assert ids(group(cond("engagement", "opened", {}))) == {proxied.id, reader.id}
+    assert ids(group(cond("engagement", "opened", people))) == {reader.id}
+    assert ids(group(cond("engagement", "opened", {**people, "campaign_id": spring.id, "within_days": 7}))) == {
+        reader.id}
+    assert ids(group(cond("engagement", "not_opened", people))) == {proxied.id, scanned.id}
+    assert ids(group(cond("engagement", "never_opened", people))) == {proxied.id, scanned.id}
+    assert ids(group(cond("engagement", "clicked", {}))) == {scanned.id}
+    assert ids(group(cond("engagement", "clicked", people))) == set()
+    assert summarise(group(cond("engagement", "opened", {**people, "within_days": 30}))) == (
+        "Supporters who opened a campaign email in the last 30 days (people, not machines)")
+    assert validate(group(cond("engagement", "never_opened", {"people_only": True, "within_days": 3}))).tree[
+        "rules"][0]["value"] == {"people_only": True}
+    assert validate(group(cond("engagement", "clicked", {"people_only": False}))).tree["rules"][0]["value"] == {}
+    with pytest.raises(RuleError, match="people_only must be true or false"):
+        validate(group(cond("engagement", "opened", {"people_only": "yes"})))
+    # Only the tests that read what recipients did take it.
+    assert validate(group(cond("engagement", "received", {"people_only": True}))).tree["rules"][0]["value"] == {}
+
+
 def test_engagement_compiles_to_bound_exists_and_count_subqueries(app):
     """Engagement conditions are EXISTS / NOT EXISTS / correlated COUNT with bound values; only
     the event kind, the compiler's own constant, is written out (the partial indexes need it)."""

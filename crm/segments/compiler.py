@@ -354,6 +354,10 @@ def _engagement(op: str, value: dict[str, Any], ctx) -> ColumnElement[bool]:
     since = _since(value)
     if since is not None:
         terms.append(engagement_event.c.created_at >= since)
+    if value.get("people_only"):
+        # People only: the probe reads the heap for the flag, per supporter, after the index
+        # has found the candidate events.
+        terms.append(engagement_event.c.is_machine.is_(False))
     found = exists().where(*terms)
     return found if op in ("opened", "clicked") else ~found
 

@@ -33,9 +33,11 @@ Engagement conditions read the send log (message) and what recipients did (engag
 
     op                                   value
     received | not_received              {"campaign_id": 7, "within_days": 30}   both optional
-    opened | not_opened                  {"campaign_id": 7, "within_days": 90}   both optional
-    clicked | not_clicked                {"campaign_id": 7, "within_days": 90}   both optional
-    never_opened                         {}
+    opened | not_opened                  {"campaign_id": 7, "within_days": 90,   all optional
+                                          "people_only": true}
+    clicked | not_clicked                {"campaign_id": 7, "within_days": 90,   all optional
+                                          "people_only": true}
+    never_opened                         {"people_only": true}                   optional
     received_at_least | received_at_most {"count": 3, "within_days": 30}         days optional
 
 "Received" means a message with status `sent` (the server accepted it), dated by sent_at;
@@ -43,6 +45,9 @@ Engagement conditions read the send log (message) and what recipients did (engag
 Without campaign_id any campaign counts; without within_days any time counts. The not_* ops
 are the exact negations ("have not been emailed in the last 14 days"), never_opened is
 not_opened with neither option, and received_at_most counts people never mailed as 0.
+"people_only" leaves out the events flagged as a machine's (image proxies such as Apple Mail
+Privacy Protection, which open every message, and link scanners): "opened" then means a person
+opened it, and "not opened" takes in those whom only a machine opened for.
 
 `validate(tree)` returns a ValidatedRules: a normalised copy of the tree (ints for ids,
 upper-case codes, ISO dates) plus the names of every petition, tag, campaign and segment it mentions
@@ -317,11 +322,19 @@ def _condition(node: dict, path: str, refs: dict) -> dict[str, Any]:
     return {"type": "condition", "field": name, "op": op, "value": out}
 
 
-def _engagement(op: str, value: Any, path: str) -> dict[str, int]:
+# The engagement tests that read engagement_event, where machines' events are flagged.
+PEOPLE_ONLY_OPS = ("opened", "not_opened", "never_opened", "clicked", "not_clicked")
+
+
+def _engagement(op: str, value: Any, path: str) -> dict[str, int | bool]:
     """Check an engagement condition's shape (see the module docstring) and normalise it."""
     if not isinstance(value, dict):
         raise RuleError(path, "value must be an object, e.g. {\"within_days\": 30}")
-    out: dict[str, int] = {}
+    out: dict[str, int | bool] = {}
+    if op in PEOPLE_ONLY_OPS and value.get("people_only") not in (None, False, ""):
+        if value.get("people_only") is not True:
+            raise RuleError(path, "people_only must be true or false")
+        out["people_only"] = True
     if op == "never_opened":
         return out
     if op in ("received_at_least", "received_at_most"):

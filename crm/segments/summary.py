@@ -92,6 +92,11 @@ def _times(n: int) -> str:
 
 
 def _engagement(op: str, value: dict[str, Any], ctx: ValidatedRules) -> str:
+    phrase = _engagement_phrase(op, value, ctx)
+    return phrase + " (people, not machines)" if value.get("people_only") else phrase
+
+
+def _engagement_phrase(op: str, value: dict[str, Any], ctx: ValidatedRules) -> str:
     days = value.get("within_days")
     recent = f" in the last {days} days" if days else ""
     if op == "never_opened":

@@ -49,10 +49,14 @@
     engagement: function () { return { within_days: 30 }; }
   };
 
-  // An engagement test keeps what still applies when it changes: the campaign and the days.
+  // Tests of what recipients did (opens, clicks) can leave machines' events out.
+  function readsEvents(op) { return op.indexOf("received") < 0; }
+
+  // An engagement test keeps what still applies when it changes: the campaign, the days, people only.
   function engagementValue(op, old) {
-    if (op === "never_opened") return {};
     var v = {};
+    if (old.people_only && readsEvents(op)) v.people_only = true;
+    if (op === "never_opened") return v;
     if (old.within_days) v.within_days = old.within_days;
     if (COUNTED[op]) v.count = old.count != null ? old.count : (op === "received_at_least" ? 1 : 0);
     else if (old.campaign_id != null) v.campaign_id = old.campaign_id;
@@ -184,6 +188,11 @@
         out.push(labelled("Text", input("text", v.value, function (x) { v.value = x; changed(); })));
         break;
       case "engagement":
+        if (readsEvents(cond.op)) {
+          var people = el("input", { type: "checkbox", checked: !!v.people_only });
+          people.addEventListener("change", function () { setOrDelete(v, "people_only", people.checked || ""); changed(); });
+          out.push(labelled("People only (leave out image proxies and link scanners)", people));
+        }
         if (cond.op === "never_opened") break;
         if (COUNTED[cond.op]) {
           out.push(labelled("Emails", input("number", v.count, function (x) {

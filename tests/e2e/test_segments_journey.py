@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from crm.extensions import db
-from crm.models import Segment, utcnow
+from crm.models import EngagementEvent, Segment, utcnow
 from tests import factories
 from tests.e2e.test_journey import sign_in
 
@@ -86,6 +86,39 @@ def test_organizer_adds_a_not_emailed_recently_condition(live_server, page, scre
     segment = db.session.scalar(db.select(Segment).where(Segment.name == "Quiet lately"))
     assert segment.rules["rules"] == [{"type": "condition", "field": "engagement", "op": "not_received",
                                        "value": {"within_days": 14, "campaign_id": update.id}}]
+
+
+def test_organizer_leaves_machine_opens_out(live_server, page, screenshot_dir):
+    """The "people only" box on an opened test: an open only an image proxy made stops counting."""
+    organizer = factories.make_staff("organizer")
+    update = factories.make_campaign(name="Bee update", status="sent")
+    for machine in (False, True):
+        message = factories.make_message(update, factories.make_supporter(), sent_at=utcnow() - timedelta(days=2))
+        db.session.add(EngagementEvent(message_id=message.id, supporter_id=message.supporter_id,
+                                       campaign_id=update.id, kind="open", is_machine=machine,
+                                       created_at=utcnow() - timedelta(days=1)))
+    db.session.commit()
+
+    sign_in(page, live_server, organizer.email)
+    page.goto(f"{live_server}/segments/new")
+    page.get_by_label("Name").fill("Real readers")
+    page.get_by_role("button", name="Add condition").click()
+    row = page.locator("#segment-builder .builder-row").first
+    row.get_by_label("Condition", exact=True).select_option("engagement")
+    row.get_by_label("Test", exact=True).select_option("opened")
+    expect(page.locator("#segment-count")).to_have_text("2")
+    row.get_by_label("People only (leave out image proxies and link scanners)").check()
+    expect(page.locator("#segment-count")).to_have_text("1")
+    expect(page.locator("#segment-summary")).to_have_text(
+        "Supporters who opened a campaign email in the last 30 days (people, not machines)")
+    row.get_by_label("Test", exact=True).select_option("not_opened")  # the box stays ticked
+    expect(row.get_by_label("People only (leave out image proxies and link scanners)")).to_be_checked()
+    expect(page.locator("#segment-count")).to_have_text("1")
+    page.get_by_role("button", name="Save segment").click()
+    expect(page.locator("h1")).to_have_text("Real readers")
+    db.session.expire_all()
+    segment = db.session.scalar(db.select(Segment).where(Segment.name == "Real readers"))
+    assert segment.rules["rules"][0]["value"] == {"people_only": True, "within_days": 30}
 
 
 @pytest.mark.parametrize("viewport", [{"width": 1280, "height": 800}, {"width": 375, "height": 812}],
