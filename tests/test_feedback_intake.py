@@ -13,9 +13,13 @@ from crm.models import ConsentEvent, FeedbackEvent, FeedbackIntake, Message, Sup
 from crm.redis_conn import get_redis
 from feedback import intake
 from tests import factories
+from tests import test_feedback_hooks as hooks
 from tests.factories import drain
 from tests.feedback_fixtures import sendgrid_headers, sent_message, ses_bounce, sns_notification
-from tests.test_feedback_hooks import client, hooks_app, post_sns, sendgrid_event, sns  # noqa: F401 (fixtures)
+from tests.test_feedback_hooks import post_sns, sendgrid_event
+
+# The webhook tests' fixtures: providers enabled with keys made for the test, an SNS certificate server.
+sns, hooks_app, client = hooks.sns, hooks.hooks_app, hooks.client
 
 
 def count(model, *where) -> int:
