@@ -1,7 +1,8 @@
 """apply_feedback(): the one service that acts on a bounce, complaint, unsubscribe or delivery.
 
-Whatever door a fact came in by (a relay's webhook, the bounce mailbox, the send loop's own
-"user unknown" reply), it arrives here as a Feedback value and is applied in one transaction:
+Whatever door a fact came in by (a relay's webhook, by way of the intake a worker applies in
+batches: feedback/intake.py; the bounce mailbox; the send loop's own "user unknown" reply), it
+arrives here as a Feedback value and is applied in one transaction:
 
 1. It is matched to a message we sent: by our X-Message-Ref (also carried in VERP return paths),
    else by our Message-ID (checked against the one we recorded, whose random part cannot be
