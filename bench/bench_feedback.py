@@ -10,10 +10,14 @@ and made afresh; Redis BENCH_FEEDBACK_REDIS_URL, default db 12, flushed):
    complaints. `ses_share` of them go to /hooks/ses as signed SNS notifications, one per
    request (SNS sends them so); the rest to /hooks/sendgrid in signed batches of `batch`.
    The SNS signing certificate is served over HTTPS from 127.0.0.1 (tests/feedback_fixtures.py).
-2. gunicorn serves crm.wsgi:app (2 gthread workers); load processes with keep-alive
-   connections run /healthz for `seconds`, then the SES burst, then the SendGrid burst.
-3. Counted afterwards: messages with delivered_at, feedback_event rows per kind, and the
-   supporters' statuses, against what was sent; every answer must have been 200.
+2. gunicorn serves crm.wsgi:app (2 gthread workers) and `apply_workers` `crm worker`
+   processes apply the feedback intake as it fills (feedback/intake.py), on the same machine;
+   load processes with keep-alive connections run /healthz for `seconds`, then the SES burst,
+   then the SendGrid burst.
+3. After the bursts, the workers are given until the intake is empty (how long it took is
+   reported); then counted: messages with delivered_at, feedback_event rows per kind, and the
+   supporters' statuses, against what was sent; every answer must have been 200, and no intake
+   row may be left or set aside as failed.
 4. Mailbox: `mailbox` Postfix DSNs for other messages are put into a Dovecot started for the
    run (tests/dovecot.py), then one `crm bounces fetch` reads and applies them all.
 
@@ -55,6 +59,7 @@ class Settings:
     loaders: int = 2
     workers: int = 2
     threads: int = 4
+    apply_workers: int = 1  # `crm worker` processes applying the intake during the bursts
     mailbox: int = 10_000
     keep: bool = False
 
@@ -276,6 +281,50 @@ def count_applied(app, campaign_id: int) -> dict:
     return counts
 
 
+class Workers:
+    """`crm worker` processes (RQ workers with the periodic tasks) on the bench's database and Redis."""
+
+    def __init__(self, count: int, env: dict, folder: Path):
+        self.logs = [open(folder / f"worker-{n}.log", "w") for n in range(count)]
+        crm = str(Path(sys.executable).with_name("crm"))
+        self.procs = [subprocess.Popen([crm, "worker", "--no-scheduler"], cwd=ROOT, env=env, stdout=log,
+                                       stderr=subprocess.STDOUT) for log in self.logs]
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.terminate()  # RQ's warm shutdown: the job in hand finishes
+        for proc in self.procs:
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for log in self.logs:
+            log.close()
+
+    def problems(self) -> int:
+        return sum(Path(log.name).read_text(errors="replace").count("Traceback") for log in self.logs)
+
+
+def wait_for_intake(app, seconds: float = 900.0) -> tuple[int, float, int]:
+    """(rows waiting when called, seconds until none waited, rows set aside as failed)."""
+    from crm.extensions import db
+    from feedback.intake import backlog
+
+    started = time.perf_counter()
+    with app.app_context():
+        first = None
+        while True:
+            waiting, failed = backlog()
+            db.session.commit()
+            first = waiting if first is None else first
+            if not waiting or time.perf_counter() - started > seconds:
+                break
+            time.sleep(0.1)
+        db.session.remove()
+    return first, time.perf_counter() - started, failed
+
+
 def mailbox_phase(settings, app, campaign_id, rows) -> dict:
     from tests import feedback_corpus as corpus
     from tests.dovecot import Dovecot, available
@@ -345,12 +394,15 @@ def run(argv: list[str] | None = None):
            "SNS_CA_FILE": str(sns.ca_file), "FEEDBACK_MAX_AGE_SECONDS": "3600",
            "FEEDBACK_MAX_BODY_BYTES": str(8 * 1024 * 1024), "BASE_URL": "https://crm.example.org"}
     server = Gunicorn(SigningSettings(workers=settings.workers, threads=settings.threads), env)
+    workers = Workers(settings.apply_workers, env, folder)
     try:
         hello, hello_s = run_phase(settings, server.port, "hello")
         ses_run, ses_s = run_phase(settings, server.port, "post", payloads["ses_path"])
         sg_run, sg_s = run_phase(settings, server.port, "post", payloads["sendgrid_path"])
-        problems = server.problems()
+        backlog_left, drain_s, failed = wait_for_intake(app)
+        problems = server.problems() + workers.problems()
     finally:
+        workers.stop()
         server.stop()
         sns.stop()
     counts = count_applied(app, campaign_id)
@@ -360,9 +412,11 @@ def run(argv: list[str] | None = None):
     ses_rate, sg_rate = payloads["ses_events"] / ses_s, payloads["sendgrid_events"] / sg_s
     total_rate = settings.events / (ses_s + sg_s)
     exp = payloads["expected"]
-    exact = all(counts[k] == exp[k] for k in exp)
+    exact = all(counts[k] == exp[k] for k in exp) and not failed
     non_200 = {k: v for r in (ses_run, sg_run) for k, v in r["statuses"].items() if k != "200"}
-    notes = f"counts {counts}; expected {exp}; non-200 {non_200 or 'none'}; server errors {problems}"
+    notes = (f"counts {counts}; expected {exp}; non-200 {non_200 or 'none'}; server and worker errors {problems}; "
+             f"intake rows failed {failed}")
+    queued = exp["hard"] + exp["soft"] + exp["complaint"]
     rows_out = [
         {"case": "/healthz (same gunicorn)", "value": f"{hello_rate:,.0f}", "unit": "req/s",
          "notes": f"{settings.workers} gthread workers x {settings.threads}"},
@@ -373,6 +427,10 @@ def run(argv: list[str] | None = None):
         {"case": f"burst of {settings.events:,}, both endpoints", "value": f"{total_rate:,.0f}", "unit": "events/s",
          "notes": f"ratio {total_rate / hello_rate:.2f} (target {TARGET_RATIO}); applied exactly once: "
                   f"{'yes' if exact and not non_200 else 'NO'}; {notes}"},
+        {"case": f"intake applied by {settings.apply_workers} worker(s)",
+         "value": f"{queued / (ses_s + sg_s + drain_s):,.0f}", "unit": "events/s",
+         "notes": f"{queued:,} bounces and complaints queued; {backlog_left:,} still waiting when the burst ended, "
+                  f"applied {drain_s:.1f}s later"},
     ]
     if mailbox:
         rows_out.append({"case": f"bounce mailbox, {settings.mailbox:,} DSNs (IMAP, Dovecot)",

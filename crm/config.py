@@ -53,7 +53,7 @@ TUNABLES = {
     "SEND_MAX_ATTEMPTS": int, "SEND_HEARTBEAT_SECONDS": int, "SEND_SWEEP_SECONDS": float,
     "SEND_ERROR_WINDOW": int, "SEND_ERROR_RATE": float,
     "COMPLAINT_PAUSE_RATE": float, "COMPLAINT_PAUSE_MIN_DELIVERIES": int, "BOUNCE_MAILBOX_INTERVAL_SECONDS": float,
-    "FEEDBACK_MAX_AGE_SECONDS": float, "FEEDBACK_MAX_BODY_BYTES": int,
+    "FEEDBACK_MAX_AGE_SECONDS": float, "FEEDBACK_MAX_BODY_BYTES": int, "FEEDBACK_INTAKE_SWEEP_SECONDS": float,
     "LOGIN_MAX_FAILURES": int, "LOGIN_ACCOUNT_MAX_FAILURES": int, "LOGIN_IP_MAX_FAILURES": int,
     "LOGIN_WINDOW_SECONDS": int, "TRACKING_FLUSH_SECONDS": float, "SIGN_CONFIRM_EXPIRY_DAYS": int,
     "SIGN_CONFIRM_REMINDER_HOURS": float,
@@ -115,6 +115,7 @@ DEFAULTS = {
     "COMPLAINT_PAUSE_MIN_DELIVERIES": 1000,  # ...of its messages sent, once it has sent this many
     "FEEDBACK_MAX_AGE_SECONDS": 300,  # timestamped webhooks older (or newer) than this are refused
     "FEEDBACK_MAX_BODY_BYTES": 2 * 1024 * 1024,  # larger webhook bodies are refused (413)
+    "FEEDBACK_INTAKE_SWEEP_SECONDS": 5,  # how often a worker sweeps webhook feedback its queued job missed
     # Reports and exports (reports/): see the README, "Reports" and "Exports".
     "REPORTS_REFRESH_SECONDS": 60,  # how often a worker brings the report roll-ups up to date
     "EXPORT_STREAM_MAX_ROWS": 50_000,  # larger exports are built by a worker, with a progress bar

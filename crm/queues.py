@@ -19,13 +19,14 @@ SEND_TEST = "workers.campaigns.send_test_job"
 RUN_IMPORT = "workers.imports.run_import"
 SEND_TEST_MESSAGE = "workers.jobs.send_test_message"
 FETCH_BOUNCES = "workers.feedback.fetch_bounces_job"
+APPLY_FEEDBACK = "workers.feedback.apply_intake_job"
 SEND_CONFIRMATION = "workers.petitions.send_confirmation_job"
 RUN_EXPORT = "workers.exports.run_export"
 DISPATCH_WEBHOOKS = "workers.outbound.dispatch_webhooks_job"
 DELIVER_WEBHOOK = "workers.outbound.deliver_webhook_job"
 RECOUNT_PEOPLE = "workers.api.recount_people_job"
-JOBS = (START_CAMPAIGN, SEND_BATCH, SEND_TEST, RUN_IMPORT, SEND_TEST_MESSAGE, FETCH_BOUNCES, SEND_CONFIRMATION,
-        RUN_EXPORT, DISPATCH_WEBHOOKS, DELIVER_WEBHOOK, RECOUNT_PEOPLE)
+JOBS = (START_CAMPAIGN, SEND_BATCH, SEND_TEST, RUN_IMPORT, SEND_TEST_MESSAGE, FETCH_BOUNCES, APPLY_FEEDBACK,
+        SEND_CONFIRMATION, RUN_EXPORT, DISPATCH_WEBHOOKS, DELIVER_WEBHOOK, RECOUNT_PEOPLE)
 
 
 def queue(name: str = "default", app: Flask | None = None) -> Queue:

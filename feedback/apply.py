@@ -1,7 +1,8 @@
 """apply_feedback(): the one service that acts on a bounce, complaint, unsubscribe or delivery.
 
-Whatever door a fact came in by (a relay's webhook, the bounce mailbox, the send loop's own
-"user unknown" reply), it arrives here as a Feedback value and is applied in one transaction:
+Whatever door a fact came in by (a relay's webhook, by way of the intake a worker applies in
+batches: feedback/intake.py; the bounce mailbox; the send loop's own "user unknown" reply), it
+arrives here as a Feedback value and is applied in one transaction:
 
 1. It is matched to a message we sent: by our X-Message-Ref (also carried in VERP return paths),
    else by our Message-ID (checked against the one we recorded, whose random part cannot be
@@ -360,20 +361,17 @@ def check_complaint_rate(campaign_id: int) -> bool:
         "segment and the content before resuming."))
 
 
-def apply_all(feedback: list[Feedback]) -> list[Applied]:
-    """Apply a webhook request's feedback: deliveries in one pipelined statement batch (most of
-    what relays report), the rest in one transaction (a SendGrid batch is one commit, not a
-    thousand); then check the complaint rate of the campaigns complained about."""
-    keyed = [(fb, _delivery_key(fb)) for fb in feedback]
-    deliveries = [key for fb, key in keyed if fb.kind == "delivery" and key is not None]
-    rest = [fb for fb, key in keyed if not (fb.kind == "delivery" and key is not None)]
-    record_deliveries(deliveries)
-    results = [apply_feedback(fb, commit=False) for fb in rest]
-    db.session.commit()
-    for campaign_id in {r.campaign_id for fb, r in zip(rest, results, strict=True)
-                        if fb.kind == "complaint" and r.outcome == "applied"}:
-        check_complaint_rate(campaign_id)
-    return results + [Applied("delivered", key["mid"], key["cid"]) for key in deliveries]
+def split_deliveries(feedback: list[Feedback]) -> tuple[list[dict], list[Feedback]]:
+    """(deliveries that name their message, for record_deliveries; everything else): most of what
+    relays report is deliveries, which need no match and no durable commit."""
+    deliveries, rest = [], []
+    for fb in feedback:
+        key = _delivery_key(fb) if fb.kind == "delivery" else None
+        if key is None:
+            rest.append(fb)
+        else:
+            deliveries.append(key)
+    return deliveries, rest
 
 
 def _delivery_key(fb: Feedback) -> dict | None:

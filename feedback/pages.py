@@ -18,7 +18,7 @@ from crm.extensions import db
 from crm.input_guard import accepts_files, positive_int
 from crm.models import SUPPRESSION_REASONS, StaffUser, Suppression
 from crm.supporters import suppression
-from feedback import health
+from feedback import health, intake
 
 bp = Blueprint("deliverability", __name__)
 
@@ -148,9 +148,11 @@ def remove(entry_id: int):
 @requires("read")
 def list_health():
     campaigns = health.campaigns_health(health.recent_campaigns())
+    waiting, failed = intake.backlog()
     return render_template("feedback/health.html", campaigns=campaigns, chart=health.chart(campaigns),
                            window=health.window(), suppressed=health.suppressed_this_month(),
-                           warn=health.WARN_RATE, limit=health.LIMIT_RATE, days=health.WINDOW_DAYS)
+                           warn=health.WARN_RATE, limit=health.LIMIT_RATE, days=health.WINDOW_DAYS,
+                           intake_waiting=waiting, intake_failed=failed)
 
 
 @bp.app_template_filter("percent")

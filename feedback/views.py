@@ -2,7 +2,17 @@
 the blueprint is exempt from the CSRF check (like the RFC 8058 one-click endpoint); each provider
 module authenticates its requests its own documented way instead.
 
-The request parses and authenticates, then applies everything it carried in one transaction.
+The request parses and authenticates, then hands what it carried to the intake
+(feedback/intake.py: accept): deliveries that name their message are stamped at once, and the
+rest is written in one durable multi-row INSERT into feedback_intake, unique per provider and
+event id, before the provider is answered 200. A worker applies the intake with
+apply_feedback() within about a second (the request enqueues the job; every worker also sweeps
+it periodically), so a `crm worker` must run for bounces and complaints to take effect. A
+complaint stops a campaign that is sending now: its commit is announced to the sending batches,
+which re-check consent before every message, so they skip the person within about a second of
+the request. The answer says what was accepted (received, queued, duplicates: already waiting
+or already applied), not what applying it did.
+
 Anything unauthenticated, replayed, too old, oversized or malformed gets a 4xx and changes
 nothing; a provider that is not enabled gets 404. No body can cause a 500: parsers raise only
 Rejected, and anything else they raise is answered 400 and logged. A database or Redis outage
@@ -22,7 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from crm.auth.permissions import public
 from crm.extensions import csrf, db
 from crm.input_guard import reads_raw_body
-from feedback.apply import apply_all
+from feedback.intake import accept
 from feedback.providers import Incoming, generic, mailgun, postmark, sendgrid, ses
 from feedback.settings import provider_settings
 from feedback.types import Rejected
@@ -79,7 +89,7 @@ def receive(provider: str):
             now=time.time(), max_age=float(config["FEEDBACK_MAX_AGE_SECONDS"]), remember_nonce=remember_nonce,
             config=config)
         parsed = parse(incoming, settings)
-        results = apply_all(parsed.feedback)
+        accepted = accept(parsed.feedback)
     except Rejected as exc:
         db.session.rollback()
         log.info("hooks/%s refused (%s): %s", provider, exc.status, exc.reason)
@@ -94,7 +104,5 @@ def receive(provider: str):
         db.session.rollback()
         log.exception("hooks/%s: could not read a request (%s)", provider, type(exc).__name__)
         return _answer(400, error="the request could not be read")
-    outcomes: dict[str, int] = {}
-    for result in results:
-        outcomes[result.outcome] = outcomes.get(result.outcome, 0) + 1
-    return _answer(200, ok=True, received=len(results), **outcomes, **({"note": parsed.note} if parsed.note else {}))
+    return _answer(200, ok=True, received=accepted.received, queued=accepted.queued,
+                   duplicates=accepted.duplicates, **({"note": parsed.note} if parsed.note else {}))

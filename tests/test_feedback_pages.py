@@ -140,3 +140,18 @@ def test_settings_page_saves_providers_and_never_shows_secrets(app, client_as):
     rules = admin.post("/settings/feedback/rules", data={"soft_bounce_limit": "5", "soft_bounce_days": "14"})
     assert rules.status_code == 302
     assert client_as("organizer").get("/settings/feedback/").status_code == 403
+
+
+def test_list_health_shows_the_webhook_intake(app, client_as):
+    """Reports waiting in the webhook intake, and any set aside after failing, are counted on the page."""
+    from crm.models import FeedbackIntake
+
+    client = client_as("analyst")
+    page = " ".join(client.get("/list-health").text.split())
+    assert "Every report from the relays' webhooks has been applied." in page
+    db.session.add_all([FeedbackIntake(provider="ses", event_id=f"e-{n}", kind="complaint") for n in range(3)]
+                       + [FeedbackIntake(provider="ses", event_id="bad", kind="bounce", failed_at=utcnow(),
+                                         error="ValueError")])
+    db.session.commit()
+    page = " ".join(client.get("/list-health").text.split())
+    assert "3 reports from the relays' webhooks waiting" in page and "1 could not be applied" in page

@@ -1,4 +1,5 @@
-"""Feedback jobs: reading the bounce mailbox on demand (the periodic read is in workers/periodic.py)."""
+"""Feedback jobs: applying the webhook intake, and reading the bounce mailbox on demand (the periodic
+sweep and read are in workers/periodic.py)."""
 
 from __future__ import annotations
 
@@ -13,3 +14,11 @@ def fetch_bounces_job() -> dict:
 
     with job_app().app_context():
         return asdict(fetch())
+
+
+def apply_intake_job() -> dict:
+    """Apply the feedback webhooks queued (feedback/intake.py) until none waits; returns the counts."""
+    from feedback.intake import run_queued
+
+    with job_app().app_context():
+        return asdict(run_queued())

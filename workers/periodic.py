@@ -60,6 +60,13 @@ def _fetch_bounce_mailbox() -> object:
     return fetch()
 
 
+def _apply_feedback_intake() -> object:
+    from feedback.intake import apply_waiting
+
+    # Bounded like the tracking flush; the queued job (feedback/intake.py) does the bulk of it.
+    return apply_waiting(max_batches=20)
+
+
 def _refresh_reports() -> object:
     from reports.rollups import refresh
 
@@ -102,6 +109,9 @@ PERIODIC = (
     Periodic("sweep-campaigns", lambda config: float(config["SEND_SWEEP_SECONDS"]), _sweep_campaigns),
     # Scheduled campaigns start within about a second of their time.
     Periodic("start-due-campaigns", lambda config: 1.0, _start_due_campaigns),
+    # Webhook feedback the queued job missed (a lost job, Redis away when the request came).
+    Periodic("apply-feedback-intake", lambda config: float(config["FEEDBACK_INTAKE_SWEEP_SECONDS"]),
+             _apply_feedback_intake),
     # The bounce mailbox, every few minutes when BOUNCE_MAILBOX_URL is set.
     Periodic("fetch-bounce-mailbox", _mailbox_interval, _fetch_bounce_mailbox),
     # Opens and clicks recorded in Redis reach engagement_event (and the segments) within seconds.

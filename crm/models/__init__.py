@@ -19,6 +19,7 @@ from crm.models.feedback import (
     FEEDBACK_OUTCOMES,
     PROVIDERS,
     FeedbackEvent,
+    FeedbackIntake,
     FeedbackProvider,
     FeedbackRules,
 )
@@ -73,7 +74,8 @@ __all__ = [
     "IMPORT_STATUSES", "ImportJob", "Segment", "CAMPAIGN_STATUSES", "EDITABLE_STATUSES",
     "ENGAGEMENT_KINDS", "MESSAGE_STATUSES", "Campaign", "CampaignLink", "EmailTemplate", "EngagementEvent", "Message",
     "SenderIdentity", "OrgSettings", "FEEDBACK_KINDS", "FEEDBACK_OUTCOMES", "PROVIDERS", "FeedbackEvent",
-    "FeedbackProvider", "FeedbackRules", "SUPPRESSION_REASONS", "EXPORT_STATUSES", "CampaignBreakdownRollup",
+    "FeedbackIntake", "FeedbackProvider", "FeedbackRules", "SUPPRESSION_REASONS", "EXPORT_STATUSES",
+    "CampaignBreakdownRollup",
     "CampaignHourRollup", "CampaignLinkRollup", "CampaignRollup", "DailyRollup", "ExportJob", "PetitionDayRollup",
     "PetitionSourceRollup", "RollupState", "AB_METRICS", "AB_STATUSES", "AbTest", "CampaignVariant",
     "API_SCOPES", "ApiKey", "DELIVERY_STATUSES",

@@ -54,6 +54,37 @@ class FeedbackEvent(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class FeedbackIntake(Base):
+    """A reported bounce, complaint or unsubscribe accepted by a webhook and not applied yet.
+
+    The request that received it writes it here (one multi-row INSERT, committed before the
+    provider is answered 200) and a worker applies it with apply_feedback(), deleting the row in
+    the transaction that applies it (feedback/intake.py). Unique on (provider, event_id) like
+    feedback_event, so a provider retrying while the first copy waits adds nothing. The address
+    is kept only until the apply, which stores its hash.
+    """
+
+    __tablename__ = "feedback_intake"
+    __table_args__ = (UniqueConstraint("provider", "event_id", name="uq_feedback_intake_provider_event_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    provider: Mapped[str] = mapped_column(String(20))
+    event_id: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(20))
+    address: Mapped[str | None] = mapped_column(String(320))
+    message_ref: Mapped[str | None] = mapped_column(String(200))
+    message_id: Mapped[str | None] = mapped_column(String(1000))  # our Message-ID as reported back
+    hard: Mapped[bool] = mapped_column(default=False)
+    status: Mapped[str] = mapped_column(String(20), default="")
+    detail: Mapped[str] = mapped_column(Text, default="")
+    occurred_at: Mapped[datetime | None]
+    ref_needs_address: Mapped[bool] = mapped_column(default=False)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Set when applying this row alone failed: it is kept for a person to look at, and skipped.
+    failed_at: Mapped[datetime | None]
+    error: Mapped[str] = mapped_column(String(200), default="")
+
+
 class FeedbackProvider(Base):
     """An admin's settings for one relay's webhook: on or off, options, and its secret (encrypted)."""
 

@@ -107,3 +107,6 @@ class SignatureConfirmation(Base):
     reminded_at: Mapped[datetime | None]
     confirmed_at: Mapped[datetime | None]
     expired_at: Mapped[datetime | None]
+    # Sent to someone who had complained and signed an implied-consent petition: the one
+    # question whether they want updates again (crm.petitions.confirmation); no reminder follows.
+    after_complaint: Mapped[bool] = mapped_column(default=False, server_default=text("false"))

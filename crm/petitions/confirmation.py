@@ -14,6 +14,17 @@ Rules: re-signing while pending sends the mail again only if the last one went m
 hour ago (RESEND_AFTER), claimed with one conditional UPDATE so concurrent re-signs send one;
 one reminder after SIGN_CONFIRM_REMINDER_HOURS; the request lapses after SIGN_CONFIRM_EXPIRY_DAYS
 (the signature stays); confirming twice is harmless (the second finds it confirmed).
+
+The same machinery asks a complainer (ask_after_complaint). Someone who reported our mail as
+spam comes back only by a fresh explicit opt-in: implied consent does not bring them back, and
+a consent box shown only to complainers would tell anyone typing an address that its owner
+complained. So when a complainer signs an implied-consent petition (whatever its double
+opt-in switch), the signature is recorded, they stay `complained`, the public pages answer as
+for anyone, and the owner of the address gets one mail (a row with after_complaint) asking
+whether they want updates again; only pressing its button resubscribes them, lifting the
+complaint's suppression entry, with a consent event whose reason says so (AFTER_COMPLAINT_REASON).
+At most one such request is pending per person (signing more petitions within the hour sends
+nothing more; after it, the pending one is sent again), and no reminder follows it.
 """
 
 from __future__ import annotations
@@ -36,6 +47,7 @@ from crm.extensions import db
 from crm.models import Petition, Signature, SignatureConfirmation, Supporter
 from crm.queues import SEND_CONFIRMATION, queue
 from crm.supporters.consent import record_consent
+from crm.supporters.suppression import lift_for_fresh_opt_in
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +55,8 @@ SALT = "petitions.confirm-link"
 TEMPLATE_PATH = ROOT / "templates" / "email" / "petition_confirmation.mjml"
 RESEND_AFTER = timedelta(hours=1)
 SOURCE_REASON = "confirmed by email (double opt-in)"
+AFTER_COMPLAINT_REASON = ("fresh explicit opt-in, confirmed by email, after a spam complaint "
+                          "(asked after signing an implied-consent petition)")
 
 CONFIRMED, ALREADY, EXPIRED, MISSING, PENDING = "confirmed", "already_confirmed", "expired", "missing", "pending"
 
@@ -73,15 +87,42 @@ def confirm_url(confirmation_id: int) -> str:
 # -- at signing ------------------------------------------------------------------------------
 
 def defer_consent(signature: Signature, supporter: Supporter, action: str, reason: str, wording,
-                  ip: str | None, user_agent: str | None) -> SignatureConfirmation:
+                  ip: str | None, user_agent: str | None, *, after_complaint: bool = False) -> SignatureConfirmation:
     """Keep the consent the signature would record until the signer confirms (in the caller's transaction)."""
     pending = SignatureConfirmation(
         signature_id=signature.id, petition_id=signature.petition_id, supporter_id=supporter.id,
         consent_action=action, reason=reason, wording_id=wording.id, wording_version=wording.version,
         wording=wording.text, ip=(ip or "")[:64] or None, user_agent=(user_agent or "")[:400] or None,
-        created_at=_now(), sent_at=_now(), send_count=1)
+        created_at=_now(), sent_at=_now(), send_count=1, after_complaint=after_complaint)
     db.session.add(pending)
     return pending
+
+
+def ask_after_complaint(signature: Signature, supporter: Supporter, wording, ip: str | None,
+                        user_agent: str | None) -> int | None:
+    """A complainer signed an implied-consent petition: the id of the confirmation to mail now, or None.
+
+    In the caller's transaction. Their pending request, if any, is reused (mailed again only when
+    the last mail went more than RESEND_AFTER ago, claimed by one conditional UPDATE); a lapsed
+    one, or none, makes a new request for this signature."""
+    now = _now()
+    pending = db.session.scalars(db.select(SignatureConfirmation).where(
+        SignatureConfirmation.supporter_id == supporter.id, SignatureConfirmation.after_complaint.is_(True),
+        SignatureConfirmation.confirmed_at.is_(None), SignatureConfirmation.expired_at.is_(None))
+        .order_by(SignatureConfirmation.id.desc()).limit(1)).first()
+    if pending is not None and not _expired(pending.created_at):
+        claimed = db.session.execute(
+            update(SignatureConfirmation)
+            .where(SignatureConfirmation.id == pending.id, SignatureConfirmation.confirmed_at.is_(None),
+                   or_(SignatureConfirmation.sent_at.is_(None), SignatureConfirmation.sent_at < now - RESEND_AFTER))
+            .values(sent_at=now, send_count=SignatureConfirmation.send_count + 1)
+            .execution_options(synchronize_session=False)).rowcount
+        return pending.id if claimed else None
+    db.session.flush()  # the signature's id
+    asked = defer_consent(signature, supporter, "resubscribe", AFTER_COMPLAINT_REASON, wording, ip, user_agent,
+                          after_complaint=True)
+    db.session.flush()
+    return asked.id
 
 
 def enqueue_mail(confirmation_id: int, reminder: bool = False) -> None:
@@ -140,12 +181,13 @@ def compose_mail(confirmation: SignatureConfirmation, reminder: bool = False) ->
     html_template, text_template = _compiled(TEMPLATE_PATH.read_text(encoding="utf-8"))
     context = {"org": settings.as_context(), "petition": {"title": petition.title},
                "supporter": {"first_name": supporter.first_name}, "confirm_url": confirm_url(confirmation.id),
-               "wording": confirmation.wording, "reminder": reminder,
+               "wording": confirmation.wording, "reminder": reminder, "after_complaint": confirmation.after_complaint,
                "expiry_days": int(current_app.config["SIGN_CONFIRM_EXPIRY_DAYS"])}
     msg = EmailMessage()
     msg["From"] = formataddr((settings.name, settings.mail_from))
     msg["To"] = supporter.email
-    subject = f"Please confirm: email updates from {settings.name}"
+    subject = (f"Would you like email updates from {settings.name} again?" if confirmation.after_complaint
+               else f"Please confirm: email updates from {settings.name}")
     msg["Subject"] = f"Reminder: {subject[0].lower()}{subject[1:]}" if reminder else subject
     msg["Date"] = formatdate(localtime=False)
     msg["Message-ID"] = make_msgid(domain=settings.mail_from.rpartition("@")[2] or None)
@@ -185,6 +227,7 @@ def send_mail(confirmation_id: int, reminder: bool = False) -> bool:
 class State:
     state: str
     petition_title: str = ""
+    after_complaint: bool = False  # the page asks whether they want updates again
 
 
 def describe(confirmation_id: int) -> State:
@@ -194,10 +237,10 @@ def describe(confirmation_id: int) -> State:
         return State(MISSING)
     title = db.session.scalar(db.select(Petition.title).where(Petition.id == confirmation.petition_id)) or ""
     if confirmation.confirmed_at is not None:
-        return State(ALREADY, title)
+        return State(ALREADY, title, confirmation.after_complaint)
     if confirmation.expired_at is not None or _expired(confirmation.created_at):
-        return State(EXPIRED, title)
-    return State(PENDING, title)
+        return State(EXPIRED, title, confirmation.after_complaint)
+    return State(PENDING, title, confirmation.after_complaint)
 
 
 def confirm(confirmation_id: int, *, ip: str | None = None, user_agent: str | None = None) -> State:
@@ -223,14 +266,19 @@ def confirm(confirmation_id: int, *, ip: str | None = None, user_agent: str | No
         db.session.rollback()
         return State(MISSING)
     slug = db.session.scalar(db.select(Petition.slug).where(Petition.id == confirmation.petition_id)) or ""
+    reason = SOURCE_REASON
+    if confirmation.after_complaint:
+        # The person's own explicit answer: the one thing that lifts a complaint's entry.
+        lift_for_fresh_opt_in(supporter.email, ("complained",))
+        reason = AFTER_COMPLAINT_REASON
     # Their status may have changed since signing: whatever it is, this click is a fresh opt-in.
     action = "opt_in" if supporter.email_status in ("never_subscribed", "subscribed") else "resubscribe"
     record_consent(supporter, action, f"petition:{slug}"[:120], wording=confirmation.wording,
                    wording_version=confirmation.wording_version, wording_id=confirmation.wording_id,
-                   reason=SOURCE_REASON, ip=(ip or "")[:64] or None, user_agent=user_agent)
+                   reason=reason, ip=(ip or "")[:64] or None, user_agent=user_agent)
     db.session.commit()
     log.info("double opt-in: confirmation %s confirmed, supporter %s subscribed", confirmation_id, supporter.id)
-    return State(CONFIRMED, title)
+    return State(CONFIRMED, title, confirmation.after_complaint)
 
 
 def _expired(created_at: datetime) -> bool:
@@ -250,8 +298,10 @@ def remind_and_expire(now: datetime | None = None) -> dict[str, int]:
         update(SignatureConfirmation).where(*pending, SignatureConfirmation.created_at < expiry)
         .values(expired_at=now).execution_options(synchronize_session=False)).rowcount
     due_before = now - timedelta(hours=float(config["SIGN_CONFIRM_REMINDER_HOURS"]))
+    # A complainer's question is asked once: no reminder.
     due = db.session.scalars(db.select(SignatureConfirmation.id).where(
-        *pending, SignatureConfirmation.reminded_at.is_(None), SignatureConfirmation.created_at < due_before)
+        *pending, SignatureConfirmation.reminded_at.is_(None), SignatureConfirmation.created_at < due_before,
+        SignatureConfirmation.after_complaint.is_(False))
         .order_by(SignatureConfirmation.id).limit(1000)).all()
     reminded = []
     for confirmation_id in due:

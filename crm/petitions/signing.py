@@ -77,7 +77,9 @@ def record_signature(petition: PublicPetition, form_data: dict, ip: str | None,
     result = commit_retrying_once(lambda: _sign(petition, email, wording, form_data, ip, user_agent))
     if result.confirmation_id is not None:
         confirmation.enqueue_mail(result.confirmation_id)
-    elif result.already_signed and petition.double_opt_in and result.supporter_id is not None:
+    elif result.already_signed and result.supporter_id is not None and (
+            petition.double_opt_in or petition.consent_mode == "implied"):
+        # Implied consent too: a complainer's pending question (crm.petitions.confirmation).
         confirmation.resend_on_resign(petition.id, result.supporter_id)
     _emit_signed(petition, result)
     return result
@@ -176,18 +178,29 @@ def _sign(petition: PublicPetition, email: str, wording: Wording, form_data: dic
     reason = ""
     if action and listed is not None:
         action, reason = _lift_suppression(email, listed.reason, ticked)
-    pending = None
+    pending_id = None
     if action and petition.double_opt_in and supporter.email_status != "subscribed" and listed is None:
         db.session.flush()  # the signature's id
         pending = confirmation.defer_consent(signature, supporter, action, reason, wording, ip, user_agent)
+        db.session.flush()
+        pending_id = pending.id
     elif action:
         event = record_consent(supporter, action, _event_source(form_data, source), wording=wording.text,
                                wording_version=wording.version, wording_id=wording.id,
                                ip=ip, user_agent=user_agent, reason=reason)
+    elif wording.mode == "implied" and _complained(supporter, listed):
+        # Implied consent never brings a complainer back, and the page must not show that it
+        # did not: the owner of the address is asked by mail instead (crm.petitions.confirmation).
+        pending_id = confirmation.ask_after_complaint(signature, supporter, wording, ip, user_agent)
     db.session.flush()
     return SignResult(signature_id=signature.id, supporter_id=supporter.id,
-                      consent_event_id=event.id if event is not None else None,
-                      confirmation_id=pending.id if pending is not None else None)
+                      consent_event_id=event.id if event is not None else None, confirmation_id=pending_id)
+
+
+def _complained(supporter: Supporter, listed) -> bool:
+    """Whether the address is held back by a spam complaint (its suppression entry says so, or
+    with no entry, the supporter's status)."""
+    return listed.reason == "complained" if listed is not None else supporter.email_status == "complained"
 
 
 def _consent_action(email_status: str, ticked: bool) -> str | None:
