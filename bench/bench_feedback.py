@@ -4,7 +4,7 @@ Targets: webhook events/s at least 0.3 of /healthz requests/s in the same run, e
 applied exactly once (counted in the database afterwards); and the mailbox's messages/s.
 
 One run (PostgreSQL database BENCH_FEEDBACK_DATABASE_URL, default .../bench_feedback, dropped
-and made afresh; Redis BENCH_FEEDBACK_REDIS_URL, default db 12, flushed):
+and made afresh; Redis BENCH_FEEDBACK_REDIS_URL, default db 11 (each bench has its own), flushed):
 1. A campaign with `events` sent messages, one supporter each. Events are made for distinct
    messages, mixed as relays report them: 80% deliveries, 15% bounces (two thirds hard), 5%
    complaints. `ses_share` of them go to /hooks/ses as signed SNS notifications, one per
@@ -43,7 +43,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/bench_feedback"
-DEFAULT_REDIS = "redis://127.0.0.1:6379/12"
+DEFAULT_REDIS = "redis://127.0.0.1:6379/11"
 TARGET_RATIO = 0.3
 
 
