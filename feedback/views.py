@@ -11,8 +11,9 @@ apply_feedback() (the request enqueues the job; every worker also sweeps it peri
 intake, within about a second of the request (a burst of thousands takes longer; the list-health
 page counts what waits). A complaint stops a campaign that is sending now: its commit is
 announced to the sending batches, which re-check consent before every message, so they skip the
-person from the moment it is applied, about a second after the request. The answer says what was accepted (received, queued, duplicates: already waiting
-or already applied), not what applying it did.
+person from the moment it is applied, about a second after the request. The answer says what
+was accepted (received, queued, duplicates: already waiting or already applied), not what
+applying it did.
 
 Anything unauthenticated, replayed, too old, oversized or malformed gets a 4xx and changes
 nothing; a provider that is not enabled gets 404. No body can cause a 500: parsers raise only
