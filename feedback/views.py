@@ -6,12 +6,14 @@ The request parses and authenticates, then hands what it carried to the intake
 (feedback/intake.py: accept): deliveries that name their message are stamped at once, and the
 rest is written in one durable multi-row INSERT into feedback_intake, unique per provider and
 event id, before the provider is answered 200. A worker applies the intake with
-apply_feedback() within about a second (the request enqueues the job; every worker also sweeps
-it periodically), so a `crm worker` must run for bounces and complaints to take effect. A
-complaint stops a campaign that is sending now: its commit is announced to the sending batches,
-which re-check consent before every message, so they skip the person within about a second of
-the request. The answer says what was accepted (received, queued, duplicates: already waiting
-or already applied), not what applying it did.
+apply_feedback() (the request enqueues the job; every worker also sweeps it periodically), so a
+`crm worker` must run for bounces and complaints to take effect: with a free worker and a short
+intake, within about a second of the request (a burst of thousands takes longer; the list-health
+page counts what waits). A complaint stops a campaign that is sending now: its commit is
+announced to the sending batches, which re-check consent before every message, so they skip the
+person from the moment it is applied, about a second after the request. The answer says what
+was accepted (received, queued, duplicates: already waiting or already applied), not what
+applying it did.
 
 Anything unauthenticated, replayed, too old, oversized or malformed gets a 4xx and changes
 nothing; a provider that is not enabled gets 404. No body can cause a 500: parsers raise only
