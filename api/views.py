@@ -292,19 +292,23 @@ def record_signature_helper(petition_id: int):
     form_data = {**_profile(data.person), "comment": data.comments or "",
                  "consent": email.status == "subscribed", "wording_version": data.wording_version,
                  "source": f"{source}:{referrer}" if referrer else source, "consent_source": source}
+
+    def tag_and_audit(result) -> None:  # in the signature's transaction: one commit for all of it
+        if result.supporter_id is not None and data.add_tags:
+            supporter = db.session.get(Supporter, result.supporter_id)
+            for name in data.add_tags:
+                supporters.attach_tag(supporter, name)
+        audit.record("api.record_signature", f"signature:{result.signature_id}", api_key=key.label,
+                     api_key_id=key.id, petition_id=petition_id, supporter_id=result.supporter_id,
+                     already_signed=result.already_signed, consent_event_id=result.consent_event_id,
+                     tags=list(data.add_tags))
+
     try:
-        result = record_signature(public, form_data, ip=None, user_agent=None)
+        result = record_signature(public, form_data, ip=None, user_agent=None, then=tag_and_audit)
     except PetitionNotOpen:
         raise ApiError(409, "The petition no longer takes signatures.", field="petition_id") from None
     except InvalidEmail as exc:
         raise ApiError(400, str(exc), field="person.email_addresses[0].address") from None
-    if result.supporter_id is not None:
-        supporter = db.session.get(Supporter, result.supporter_id)
-        for name in data.add_tags:
-            supporters.add_tag(supporter, name)
-    _audit("api.record_signature", f"signature:{result.signature_id}", petition_id=petition_id,
-           supporter_id=result.supporter_id, already_signed=result.already_signed,
-           consent_event_id=result.consent_event_id, tags=list(data.add_tags))
     body = resources.signature(db.session.get(Signature, result.signature_id))
     if result.supporter_id is not None:
         body["_embedded"] = {"osdi:person": resources.person(db.session.get(Supporter, result.supporter_id))}

@@ -11,7 +11,7 @@ import pytest
 
 from crm import events
 from crm.extensions import db
-from crm.models import ConsentWording, WebhookDelivery, WebhookEndpoint
+from crm.models import ConsentWording, OutboundEvent, WebhookDelivery, WebhookEndpoint
 from crm.petitions.service import find_public
 from crm.petitions.signing import record_signature
 from crm.redis_conn import get_redis
@@ -146,22 +146,39 @@ def test_replay_sends_the_same_event_again(hook_app, receiver, client_as):
     assert again.status == "delivered"
 
 
+def outbox() -> list[OutboundEvent]:
+    return list(db.session.scalars(db.select(OutboundEvent).order_by(OutboundEvent.id)))
+
+
 def test_nothing_is_emitted_for_a_rolled_back_fact(hook_app, receiver):
-    """An event emitted in a transaction that rolls back never leaves the process."""
+    """An event emitted in a transaction that rolls back is never stored; one that commits is, with it."""
     register(receiver([204]).url, ["supporter.unsubscribed"])
     events.emit("supporter.unsubscribed", {"supporter_id": 1})
     db.session.rollback()
-    assert get_redis().llen(dispatch.EVENTS_KEY) == 0
+    assert outbox() == []
     events.emit("supporter.unsubscribed", {"supporter_id": 1})
     db.session.commit()
-    assert get_redis().llen(dispatch.EVENTS_KEY) == 1
+    assert [(e.event_type, e.data) for e in outbox()] == [("supporter.unsubscribed", {"supporter_id": 1})]
 
 
-def test_events_nobody_wants_are_not_even_pushed(hook_app, receiver):
-    """With no endpoint for signatures, signing pushes nothing to Redis."""
+def test_a_savepoint_neither_stores_nor_drops_the_transactions_events(hook_app, receiver):
+    """Events wait for the outermost commit: a savepoint released or rolled back inside leaves them pending."""
+    register(receiver([204]).url, ["supporter.unsubscribed"])
+    events.emit("supporter.unsubscribed", {"supporter_id": 1})
+    with db.session.begin_nested():
+        pass
+    with pytest.raises(ValueError), db.session.begin_nested():
+        raise ValueError
+    assert outbox() == []
+    db.session.commit()
+    assert len(outbox()) == 1
+
+
+def test_events_nobody_wants_are_not_even_stored(hook_app, receiver):
+    """With no endpoint for signatures, signing stores no outbound event."""
     register(receiver([204]).url, ["campaign.sent"])
     sign(open_petition(), "quiet@example.net")
-    assert get_redis().llen(dispatch.EVENTS_KEY) == 0
+    assert outbox() == []
 
 
 def test_unsubscribe_bounce_complaint_and_campaign_sent_are_emitted(hook_app, receiver):
@@ -220,12 +237,13 @@ def test_webhook_settings_are_admin_only_and_show_the_secret_once(app, client_as
     assert "whsec_" not in admin.get(f"/settings/webhooks/{endpoint.id}").text
 
 
-def test_signing_only_pushes_the_event_and_contacts_no_receiver(hook_app, receiver):
-    """The request that signs makes no delivery and no HTTP call: one event waits in Redis for a worker."""
+def test_signing_only_stores_the_event_and_contacts_no_receiver(hook_app, receiver):
+    """The request that signs makes no delivery and no HTTP call: one event waits in the outbox for a worker."""
     target = receiver([204])
     register(target.url, ["signature.created"])
-    sign(open_petition(), "fast@example.net")
-    assert get_redis().llen(dispatch.EVENTS_KEY) == 1
+    result = sign(open_petition(), "fast@example.net")
+    assert [(e.event_type, e.data["signature_id"]) for e in outbox()] == [("signature.created", result.signature_id)]
+    assert get_redis().exists(dispatch.FLAG_KEY)  # a dispatch job is queued
     assert db.session.scalar(db.select(db.func.count()).select_from(WebhookDelivery)) == 0
     assert target.requests == []
 

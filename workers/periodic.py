@@ -78,6 +78,12 @@ def _expire_exports() -> object:
     return expire_old()
 
 
+def _dispatch_webhooks() -> object:
+    from outbound.dispatch import dispatch
+
+    return dispatch()
+
+
 def _mailbox_interval(config: dict) -> float:
     # Unconfigured, the task only checks the setting again now and then.
     return float(config["BOUNCE_MAILBOX_INTERVAL_SECONDS"]) if config.get("BOUNCE_MAILBOX_URL") else 60.0
@@ -112,6 +118,9 @@ PERIODIC = (
     Periodic("refresh-reports", lambda config: float(config["REPORTS_REFRESH_SECONDS"]), _refresh_reports),
     # A/B tests whose wait is over: the winner (or the default) goes to the rest of the segment.
     Periodic("pick-ab-winners", lambda config: float(config["AB_CHECK_SECONDS"]), _pick_ab_winners),
+    # Outbound events whose dispatch job was never queued (Redis was down when they were
+    # committed), and deliveries whose dispatch job died before queueing them.
+    Periodic("dispatch-webhooks", lambda config: 60.0, _dispatch_webhooks),
     # Worker-built export files past EXPORT_KEEP_DAYS.
     Periodic("expire-exports", lambda config: 3600.0, _expire_exports),
 )
