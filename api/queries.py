@@ -25,13 +25,18 @@ reads one row more than it shows).
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import json
 import logging
-from datetime import UTC, datetime
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from flask import current_app
 from redis import RedisError
-from sqlalchemy import Select, func, literal, select, tuple_
+from sqlalchemy import Select, func, literal, select, text, tuple_
 
 from api.filters import Clause
 from crm.extensions import db
@@ -42,6 +47,14 @@ log = logging.getLogger(__name__)
 
 CURSOR_SECONDS = 3600
 STALE_FACTOR = 10  # a stale count is answered (while a job recounts) up to this many lifetimes
+RANKS_KEY = "crm:api:people:ranks"
+RANK_STEP = 1000  # people between two keys of the rank index (at least)
+RANK_KEYS_MAX = 5000  # keys in the index at most (so the step grows past 5,000,000 people)
+RANK_KEY_MAX = 2**63
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+_lock = threading.Lock()
+_ranks: dict[str, object] = {}
 
 
 def _aware(value: datetime) -> datetime:
@@ -68,9 +81,151 @@ def _scope(kind: str, filter_text: str, per_page: int) -> str:
 PEOPLE_FILTERS = ("modified_date", "email_address")
 
 
-def count_people(clauses: list[Clause]) -> int:
+def exact_count(clauses: list[Clause]) -> int:
     ids = people_select(clauses).with_only_columns(Supporter.id).subquery()
     return db.session.scalar(select(func.count()).select_from(ids)) or 0
+
+
+def count_people(clauses: list[Clause]) -> int:
+    """How many people match: from the rank index for `modified_date gt` (a sync's filter), else COUNT(*)."""
+    since, ranks = _since(clauses), None
+    if since is not None:
+        ranks = current_ranks()
+    if ranks is None or not ranks.covers(since):
+        return exact_count(clauses)
+    # The people changed since the index was built sit after its last key (their updated_at is newer).
+    changed = db.session.scalar(select(func.count()).select_from(
+        _live_keys().where(_pair() > _bound(ranks.last)).subquery())) or 0
+    return max(0, ranks.total - rank_before(ranks, since) + changed)
+
+
+# ---- the rank index -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Ranks:
+    """Every `step`th live person's (updated_at, id) in that order, their total and the last key, when built.
+
+    keys[j] is the key of the person at rank (j + 1) * step (1-based); keys are (microseconds
+    since the epoch, id), so they compare as the index orders them."""
+
+    built: float
+    step: int
+    total: int
+    keys: list[tuple[int, int]]
+    last: tuple[int, int]
+
+    def covers(self, since: datetime) -> bool:
+        return bool(self.keys) and _micros(since) < self.last[0]
+
+
+def _micros(value: datetime) -> int:
+    return (_aware(value) - EPOCH) // timedelta(microseconds=1)
+
+
+def _from_micros(value: int) -> datetime:
+    return EPOCH + timedelta(microseconds=value)
+
+
+def _pair():
+    return tuple_(Supporter.updated_at, Supporter.id)
+
+
+def _bound(key: tuple[int, int]):
+    return tuple_(literal(_from_micros(key[0]), Supporter.updated_at.type), literal(key[1]))
+
+
+def _live_keys() -> Select:
+    return select(Supporter.updated_at, Supporter.id).where(Supporter.erased_at.is_(None))
+
+
+def _since(clauses: list[Clause]) -> datetime | None:
+    """The `since` of a filter that is exactly `modified_date gt since`, else None."""
+    if len(clauses) == 1 and clauses[0].field == "modified_date" and clauses[0].op == "gt":
+        return clauses[0].value
+    return None
+
+
+def rank_before(ranks: Ranks, since: datetime) -> int:
+    """How many live people have updated_at <= since: whole steps from the index, the rest counted.
+
+    The count starts at the last indexed key at or before `since`, so it reads at most about one
+    step of the (updated_at, id) index (an index-only range scan)."""
+    j = bisect.bisect_right(ranks.keys, (_micros(since), RANK_KEY_MAX))
+    near = _live_keys().where(Supporter.updated_at <= since)
+    if j:
+        near = near.where(_pair() > _bound(ranks.keys[j - 1]))
+    return j * ranks.step + (db.session.scalar(select(func.count()).select_from(near.subquery())) or 0)
+
+
+def build_ranks() -> Ranks:
+    """Read the rank index from the database (one pass over the (updated_at, id) index) and store it in Redis."""
+    order = (Supporter.updated_at, Supporter.id)
+    bind = db.session.get_bind()
+    if bind.dialect.name == "postgresql":  # every figure below from one snapshot
+        db.session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    estimate = exact_count([]) if bind.dialect.name == "sqlite" else int(db.session.scalar(text(
+        "SELECT reltuples FROM pg_class WHERE relname = 'supporter'")) or 0)
+    step = max(RANK_STEP, -(-estimate // RANK_KEYS_MAX))
+    numbered = _live_keys().add_columns(func.row_number().over(order_by=order).label("n")).subquery()
+    rows = db.session.execute(select(numbered.c.updated_at, numbered.c.id).where(numbered.c.n % step == 0)
+                              .order_by(numbered.c.updated_at, numbered.c.id)).all()
+    keys = [(_micros(at), row_id) for at, row_id in rows]
+    tail = _live_keys()
+    if keys:
+        tail = tail.where(_pair() > _bound(keys[-1]))
+    total = len(keys) * step + (db.session.scalar(select(func.count()).select_from(tail.subquery())) or 0)
+    last_row = db.session.execute(_live_keys().order_by(Supporter.updated_at.desc(), Supporter.id.desc())
+                                  .limit(1)).first()
+    db.session.rollback()
+    last = (_micros(last_row[0]), last_row[1]) if last_row else (0, 0)
+    ranks = Ranks(built=time.time(), step=step, total=total, keys=keys, last=last)
+    seconds = max(1, int(current_app.config["API_COUNT_CACHE_SECONDS"]))
+    pipe = get_redis().pipeline(transaction=False)
+    pipe.set(RANKS_KEY, json.dumps({"built": ranks.built, "step": step, "total": total, "keys": keys, "last": last}),
+             ex=seconds * STALE_FACTOR)
+    pipe.set(f"{RANKS_KEY}:built", repr(ranks.built), ex=seconds * STALE_FACTOR)
+    pipe.set(f"{RANKS_KEY}:fresh", 1, ex=seconds)
+    pipe.delete(f"{RANKS_KEY}:rebuild")
+    pipe.execute()
+    with _lock:
+        _ranks.clear()
+        _ranks["ranks"] = ranks
+    return ranks
+
+
+def current_ranks() -> Ranks | None:
+    """The rank index if one was built in the last STALE_FACTOR count lifetimes (each process keeps a copy).
+
+    Past one lifetime a job builds it again while this one is still answered; with none at all
+    the job is queued and the caller counts for itself meanwhile."""
+    try:
+        redis = get_redis()
+        pipe = redis.pipeline(transaction=False)
+        pipe.get(f"{RANKS_KEY}:built")
+        pipe.exists(f"{RANKS_KEY}:fresh")
+        built, fresh = pipe.execute()
+        if not fresh and redis.set(f"{RANKS_KEY}:rebuild", 1, nx=True, ex=120):
+            from crm.queues import BUILD_PEOPLE_RANKS, queue
+
+            queue("default").enqueue(BUILD_PEOPLE_RANKS, result_ttl=0)
+        if built is None:
+            return None
+        with _lock:
+            held = _ranks.get("ranks")
+        if held is not None and repr(held.built) == built.decode():
+            return held
+        raw = redis.get(RANKS_KEY)
+    except RedisError as exc:
+        log.warning("API rank index unavailable (%s); counting", type(exc).__name__)
+        return None
+    if raw is None:
+        return None
+    data = json.loads(raw)
+    ranks = Ranks(built=data["built"], step=data["step"], total=data["total"],
+                  keys=[tuple(k) for k in data["keys"]], last=tuple(data["last"]))
+    with _lock:
+        _ranks["ranks"] = ranks
+    return ranks
 
 
 def _store_count(redis, key: str, total: int) -> None:
@@ -142,7 +297,17 @@ def people_page(clauses: list[Clause], filter_text: str, page: int, per_page: in
         bound = tuple_(literal(datetime.fromisoformat(at_text), Supporter.updated_at.type), literal(int(id_text)))
         query = query.where(pair > bound)
     elif page > 1:
-        first = base.with_only_columns(*order).order_by(*order).offset((page - 1) * per_page).limit(1).subquery()
+        keys, skip = base.with_only_columns(*order), (page - 1) * per_page
+        since = _since(clauses)
+        ranks = current_ranks() if since is not None else None
+        if ranks is not None and ranks.covers(since):
+            # The page's first person has rank `before + skip + 1` among all live people: start
+            # from the indexed key at or below that rank, and skip less than one step from it.
+            before = rank_before(ranks, since)
+            j = min((before + skip) // ranks.step, len(ranks.keys))
+            if j and j * ranks.step >= before:
+                keys, skip = keys.where(pair > _bound(ranks.keys[j - 1])), before + skip - j * ranks.step
+        first = keys.order_by(*order).offset(skip).limit(1).subquery()
         query = query.where(pair >= select(first.c.updated_at, first.c.id).scalar_subquery())
     rows = list(db.session.scalars(query))
     more, rows = len(rows) > per_page, rows[:per_page]
