@@ -115,14 +115,14 @@ def _take_events(limit: int) -> list:
     return sorted(taken.all(), key=lambda row: row.id)
 
 
-def requeue_untried(older_than: float = UNTRIED_SECONDS) -> int:
+def requeue_untried(older_than: float | None = None) -> int:
     """Queue again the deliveries made but never queued (their dispatch job died in between); the count.
 
     A delivery not tried yet whose job RQ does not know, made more than `older_than` seconds
     ago (a dispatch job running now may be about to queue its own)."""
     from rq.job import Job
 
-    cutoff = utcnow() - timedelta(seconds=older_than)
+    cutoff = utcnow() - timedelta(seconds=UNTRIED_SECONDS if older_than is None else older_than)
     ids = db.session.scalars(select(WebhookDelivery.id).where(
         WebhookDelivery.status == "pending", WebhookDelivery.attempts == 0, WebhookDelivery.created_at < cutoff,
     ).order_by(WebhookDelivery.id).limit(1000)).all()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -255,3 +256,40 @@ def test_retry_schedule_setting_is_checked(make_app):
     with pytest.raises(ConfigError, match="WEBHOOK_RETRY_SECONDS"):
         make_app(WEBHOOK_RETRY_SECONDS="60,soon")
     assert make_app(WEBHOOK_RETRY_SECONDS="5,10").config["WEBHOOK_RETRY_SECONDS"] == (5, 10)
+
+
+@pytest.mark.parametrize("dies", ["before its commit", "after its commit, before queueing"])
+def test_a_dispatch_job_that_dies_loses_no_event_and_doubles_none(hook_app, receiver, monkeypatch, dies):
+    """The dispatch job fails midway; the next run delivers every event exactly once."""
+    target = receiver([204])
+    register(target.url, ["signature.created"])
+    petition = open_petition()
+    signed = {sign(petition, f"signer{i}@example.net").signature_id for i in range(3)}
+    assert len(outbox()) == 3
+
+    class Died(Exception):
+        pass
+
+    def die(*args, **kwargs):
+        raise Died
+
+    if dies == "before its commit":
+        monkeypatch.setattr(dispatch, "new_webhook_id", die)
+    else:
+        monkeypatch.setattr(dispatch, "enqueue_delivery", die)
+    with pytest.raises(Died):
+        dispatch.dispatch()
+    db.session.rollback()
+    monkeypatch.undo()
+    made = db.session.scalar(db.select(db.func.count()).select_from(WebhookDelivery))
+    assert (len(outbox()), made) == ((3, 0) if dies == "before its commit" else (0, 3))
+    monkeypatch.setattr(dispatch, "UNTRIED_SECONDS", 0.0)  # the lost jobs' deliveries are old enough now
+    dispatch.dispatch()
+    factories.drain(hook_app)
+    delivered = [json.loads(body)["data"]["signature_id"] for _, body in target.requests]
+    assert sorted(delivered) == sorted(signed)
+    rows = db.session.scalars(db.select(WebhookDelivery)).all()
+    assert len(rows) == 3 and {r.status for r in rows} == {"delivered"} and outbox() == []
+    dispatch.dispatch()  # a later run finds nothing to do again
+    factories.drain(hook_app)
+    assert len(target.requests) == 3
