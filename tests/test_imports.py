@@ -724,7 +724,8 @@ def test_opted_in_rows_are_announced_to_webhooks_once(make_app, tmp_path):
         with app.app_context():
             outbound.save_settings(True, None)
             outbound.create_endpoint({"url": receiver.url, "events": ["supporter.subscribed"]}, None)
-            known = factories.make_supporter(email="known@example.org", subscribed=False, email_status="never_subscribed")
+            known = factories.make_supporter(email="known@example.org", subscribed=False,
+                                             email_status="never_subscribed")
             factories.make_supporter(email="left@example.org", subscribed=False, email_status="unsubscribed")
             text = ("Email,Consent\nnew@example.org,yes\nknown@example.org,yes\nleft@example.org,yes\n"
                     "declined@example.org,no\n")
