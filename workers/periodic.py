@@ -84,6 +84,15 @@ def _dispatch_webhooks() -> object:
     return dispatch()
 
 
+def _build_people_ranks() -> object:
+    from api.queries import build_ranks
+    from crm.models import ApiKey
+
+    if db.session.scalar(db.select(ApiKey.id).where(ApiKey.revoked_at.is_(None)).limit(1)) is None:
+        return None  # nobody can call the API: no index to keep
+    return build_ranks().total
+
+
 def _mailbox_interval(config: dict) -> float:
     # Unconfigured, the task only checks the setting again now and then.
     return float(config["BOUNCE_MAILBOX_INTERVAL_SECONDS"]) if config.get("BOUNCE_MAILBOX_URL") else 60.0
@@ -121,6 +130,9 @@ PERIODIC = (
     # Outbound events whose dispatch job was never queued (Redis was down when they were
     # committed), and deliveries whose dispatch job died before queueing them.
     Periodic("dispatch-webhooks", lambda config: 60.0, _dispatch_webhooks),
+    # The API's rank index of people (api/queries.py), so a sync's first page never waits for a
+    # count of every match; while the API is in use its requests also have it rebuilt sooner.
+    Periodic("build-people-ranks", lambda config: 600.0, _build_people_ranks),
     # Worker-built export files past EXPORT_KEEP_DAYS.
     Periodic("expire-exports", lambda config: 3600.0, _expire_exports),
 )
