@@ -423,3 +423,35 @@ def test_the_rank_index_counts_and_finds_cold_pages_as_count_and_offset_would(ap
     clauses = parse_filter(f"modified_date gt '{since.isoformat()}'", queries.PEOPLE_FILTERS)
     assert queries.count_people(clauses) == queries.exact_count(clauses) == 10 + 1
     assert newcomer.id in [p.id for p in queries.people_page(clauses, "x", 3, 5)[0]]
+
+
+def test_the_signature_helper_commits_once_with_its_audit_row_and_outbound_events(app, client, token):
+    """A new signer through the helper: supporter, signature, consent event, outbound events and the audit
+    row are written in one transaction, one commit (the key's last-used time aside)."""
+    from sqlalchemy import event
+
+    from crm.models import OutboundEvent
+    from outbound import service as outbound
+
+    outbound.save_settings(True, None)
+    outbound.create_endpoint({"url": "http://127.0.0.1:9/hook", "events": ["signature.created",
+                                                                         "supporter.subscribed"]}, None)
+    petition = open_petition()
+    url = f"/api/v1/petitions/{petition.id}/signatures"
+    assert call(client, "POST", url, token, person_body("first@example.net")).status_code == 201
+    commits = []
+    listener = lambda conn: commits.append(1)  # noqa: E731
+    event.listen(db.engine, "commit", listener)
+    try:
+        answer = call(client, "POST", url, token, person_body("second@example.net"))
+    finally:
+        event.remove(db.engine, "commit", listener)
+    assert answer.status_code == 201 and len(commits) == 1
+    person_id = answer.json["_embedded"]["osdi:person"]["identifiers"][0].rpartition(":")[2]
+    kinds = db.session.execute(db.select(OutboundEvent.event_type, OutboundEvent.data)
+                               .order_by(OutboundEvent.id)).all()[-2:]
+    assert sorted(kind for kind, _ in kinds) == ["signature.created", "supporter.subscribed"]
+    assert all(data["supporter_id"] == int(person_id) for _, data in kinds)
+    audit = db.session.scalar(db.select(AuditLog).where(AuditLog.action == "api.record_signature")
+                              .order_by(AuditLog.id.desc()))
+    assert audit.details["supporter_id"] == int(person_id)
