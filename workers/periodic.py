@@ -88,9 +88,9 @@ def _build_people_ranks() -> object:
     from api.queries import build_ranks
     from crm.models import ApiKey
 
-    if db.session.scalar(db.select(ApiKey.id).where(ApiKey.revoked_at.is_(None)).limit(1)) is None:
-        return None  # nobody can call the API: no index to keep
-    return build_ranks().total
+    active = db.session.scalar(db.select(ApiKey.id).where(ApiKey.revoked_at.is_(None)).limit(1))
+    db.session.rollback()  # build_ranks reads in a transaction of its own (one snapshot)
+    return build_ranks().total if active is not None else None  # no key: nobody can call the API
 
 
 def _mailbox_interval(config: dict) -> float:
