@@ -3,10 +3,10 @@
 A new address on PostgreSQL -- most signers of a busy petition -- is recorded by one
 statement in autocommit (crm.petitions.queries.SIGN_NEW_SUPPORTER), which also checks that
 the petition is open, reads the wording version the form showed and stores the outbound
-events (the API runs it in its own transaction instead, to commit its audit row with it). Everything else goes
-through the ORM below, in one transaction, on a petition read afresh: a known supporter
-(fill blanks, one signature per petition, the resubscribe rules), a suppressed address, a
-wording version with no stored row, and every signature on SQLite.
+events (the API runs it in its own transaction instead, to commit its audit row with it).
+Everything else goes through the ORM below, in one transaction, on a petition read afresh: a
+known supporter (fill blanks, one signature per petition, the resubscribe rules), a suppressed
+address, a wording version with no stored row, and every signature on SQLite.
 """
 
 from __future__ import annotations
