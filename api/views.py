@@ -18,7 +18,7 @@ from crm.emails import InvalidEmail
 from crm.extensions import db
 from crm.input_guard import INTEGER_MAX
 from crm.models import Campaign, ConsentEvent, Message, Petition, Segment, Signature, Supporter, Tag, supporter_tag
-from crm.petitions.service import find_public
+from crm.petitions.service import find_by_id
 from crm.petitions.signing import PetitionNotOpen, record_signature
 from crm.supporters import service as supporters
 from crm.supporters.signup import sign_up
@@ -280,11 +280,12 @@ def signature(petition_id: int, signature_id: int):
 def record_signature_helper(petition_id: int):
     """Sign the petition for the person in the body, exactly as the public form would."""
     data = parse_body(SignatureHelperIn)
-    row = _get(Petition, petition_id)
-    public = find_public(row.slug)
-    if public is None or public.status != "open":
+    public = find_by_id(petition_id) if petition_id <= INTEGER_MAX else None
+    if public is None:
+        raise ApiError(404, "No such petition.")
+    if public.status != "open":
         db.session.rollback()
-        raise ApiError(409, f"The petition is {row.status}: it takes no signatures.", field="petition_id")
+        raise ApiError(409, f"The petition is {public.status}: it takes no signatures.", field="petition_id")
     key = current_key()
     email = data.person.primary_email()
     source = f"api:{key.label}"
@@ -292,22 +293,30 @@ def record_signature_helper(petition_id: int):
     form_data = {**_profile(data.person), "comment": data.comments or "",
                  "consent": email.status == "subscribed", "wording_version": data.wording_version,
                  "source": f"{source}:{referrer}" if referrer else source, "consent_source": source}
+    body: dict = {}
+
+    def tag_audit_answer(result) -> None:
+        """In the signature's transaction: the tags, the audit row and the answer's reads, then one commit."""
+        signature, supporter = db.session.execute(
+            select(Signature, Supporter).outerjoin(Supporter, Supporter.id == Signature.supporter_id)
+            .where(Signature.id == result.signature_id)).one()
+        for name in data.add_tags if supporter is not None else ():
+            supporters.attach_tag(supporter, name)
+        audit.record("api.record_signature", f"signature:{result.signature_id}", api_key=key.label,
+                     api_key_id=key.id, petition_id=petition_id, supporter_id=result.supporter_id,
+                     already_signed=result.already_signed, consent_event_id=result.consent_event_id,
+                     tags=list(data.add_tags))
+        body.clear()
+        body.update(resources.signature(signature))
+        if supporter is not None:
+            body["_embedded"] = {"osdi:person": resources.person(supporter)}
+
     try:
-        result = record_signature(public, form_data, ip=None, user_agent=None)
+        result = record_signature(public, form_data, ip=None, user_agent=None, then=tag_audit_answer)
     except PetitionNotOpen:
         raise ApiError(409, "The petition no longer takes signatures.", field="petition_id") from None
     except InvalidEmail as exc:
         raise ApiError(400, str(exc), field="person.email_addresses[0].address") from None
-    if result.supporter_id is not None:
-        supporter = db.session.get(Supporter, result.supporter_id)
-        for name in data.add_tags:
-            supporters.add_tag(supporter, name)
-    _audit("api.record_signature", f"signature:{result.signature_id}", petition_id=petition_id,
-           supporter_id=result.supporter_id, already_signed=result.already_signed,
-           consent_event_id=result.consent_event_id, tags=list(data.add_tags))
-    body = resources.signature(db.session.get(Signature, result.signature_id))
-    if result.supporter_id is not None:
-        body["_embedded"] = {"osdi:person": resources.person(db.session.get(Supporter, result.supporter_id))}
     return _answer(body, 200 if result.already_signed else 201)
 
 

@@ -6,7 +6,9 @@ rebuilt, so never point it at a database anything else uses, and never the test 
 from BENCH_DATABASE_URL, SQLite in a temp file. The file comes from bench/gen_supporters.py: 10%
 duplicates, 1% invalid rows, a consent column; a petition is chosen with its wording, so
 signatures and consent events are written too. Sizes: BENCH_IMPORT_ROWS (default 1,000,000)
-for PostgreSQL, BENCH_IMPORT_SQLITE_ROWS (default 200,000) for SQLite.
+for PostgreSQL, BENCH_IMPORT_SQLITE_ROWS (default 200,000) for SQLite. BENCH_IMPORT_WEBHOOK=1
+registers a webhook endpoint for supporter.subscribed, so each subscribed row also stores its
+outbound event (without one, none is stored).
 
     python -m bench import            # both cases, printed as the bench table
     python -m bench.bench_import pg   # one case, JSON on stdout
@@ -81,6 +83,14 @@ def run_case(case: str, rows: int) -> dict:
                             consent_wording="You will receive periodic email updates.")
         db.session.add(petition)
         db.session.commit()
+        from outbound import dispatch
+        from outbound import service as outbound
+
+        if os.environ.get("BENCH_IMPORT_WEBHOOK") == "1":  # an endpoint hears supporter.subscribed
+            outbound.save_settings(True, None)
+            outbound.create_endpoint({"url": "http://127.0.0.1:9/hook", "events": ["supporter.subscribed"]}, None)
+        else:
+            dispatch.store_wanted()  # none: the import stores no outbound events
         started = time.perf_counter()
         job = service.register_file(str(path))
         service.configure(job, job.mapping, petition_id=petition.id, petition_wording=True)
@@ -90,8 +100,9 @@ def run_case(case: str, rows: int) -> dict:
         counts = {name: getattr(job, f"{name}_count") for name in ("created", "updated", "unchanged", "rejected")}
         signatures = db.session.scalar(text("SELECT count(*) FROM signature"))
         events = db.session.scalar(text("SELECT count(*) FROM consent_event"))
+        announced = db.session.scalar(text("SELECT count(*) FROM outbound_event"))
     return {"case": case, "rows": job.total_rows, "seconds": elapsed, **counts, "signatures": signatures,
-            "consent_events": events,
+            "consent_events": events, "outbound_events": announced,
             "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -110,7 +121,8 @@ def run() -> list[dict]:
         r = json.loads(out.stdout.strip().splitlines()[-1])
         name = "PostgreSQL" if case == "pg" else "SQLite"
         notes = (f"{r['rows']:,} rows in {r['seconds']:.1f}s: {r['created']:,} created, {r['rejected']:,} rejected, "
-                 f"{r['signatures']:,} signatures, {r['consent_events']:,} consent events")
+                 f"{r['signatures']:,} signatures, {r['consent_events']:,} consent events, "
+                 f"{r['outbound_events']:,} outbound events")
         results.append({"case": f"{name} import rate", "value": f"{r['rows'] / r['seconds']:,.0f}",
                         "unit": "rows/s", "notes": notes})
         results.append({"case": f"{name} import peak memory", "value": f"{r['maxrss_mb']:.0f}", "unit": "MB",

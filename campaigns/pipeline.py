@@ -604,11 +604,12 @@ def finish(campaign_id: int, counts: dict[str, int]) -> None:
         .values(status="sent", finished_at=_now(), **_counters(counts))
         .execution_options(synchronize_session=False)
     ).rowcount
+    if moved:  # stored with the status change (crm/events.py), so it is told once
+        events.emit("campaign.sent", {"campaign_id": campaign_id, **_counters(counts)})
     db.session.commit()
     if moved:
         set_campaign_state(get_redis(), campaign_id, "sent")
         log.info("campaign %s: finished %s", campaign_id, counts)
-        events.emit("campaign.sent", {"campaign_id": campaign_id, **_counters(counts)}, committed=True)
 
 
 def _counters(counts: dict[str, int]) -> dict[str, int]:

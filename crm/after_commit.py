@@ -32,7 +32,13 @@ def pending(session: Session, key: str, factory: Callable[[], object] = list):
     return session.info.setdefault(key, factory())
 
 
+# SQLAlchemy fires both hooks for a SAVEPOINT too (begin_nested(): a tag created against a
+# racing twin, say). Only the outermost transaction's end counts: what a savepoint's release
+# "committed" can still be rolled back with its transaction, and a savepoint rolled back must
+# not drop what the rest of the transaction collected.
 def _after_commit(session: Session) -> None:
+    if session.in_nested_transaction():
+        return
     for key, action in _ACTIONS.items():
         collected = session.info.pop(key, None)
         if collected:
@@ -40,5 +46,7 @@ def _after_commit(session: Session) -> None:
 
 
 def _after_rollback(session: Session) -> None:
+    if session.in_nested_transaction():
+        return
     for key in _ACTIONS:
         session.info.pop(key, None)

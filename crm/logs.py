@@ -6,7 +6,12 @@ PostgreSQL's own message quotes the row in its DETAIL (`Key (email)=(ada@example
 exists`, `Failing row contains (...)`), so any request that reached a 500 on PostgreSQL wrote a
 full email address, an IP and a user agent to the log, and anyone could trigger one.
 
-Two defences, both here:
+Request lines are the other leak: `GET /api/v1/people?filter=email_address eq '...'` (or a
+supporter search) would put an address in the dev server's log and in gunicorn's access log.
+Both log through Python's logging, so the same record factory withholds every query value
+that is not a plain number in their records (the parameters' names stay, for reading the log).
+
+Two defences against database errors, both here:
 - the engine is built with `hide_parameters=True` (crm.database reads ENGINE_DEFAULTS), so
   SQLAlchemy's messages never hold parameters;
 - every log record, from any logger and to any handler, passes through a record factory
@@ -18,6 +23,7 @@ Two defences, both here:
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 import traceback
 
@@ -91,8 +97,47 @@ def safe_traceback(exc: BaseException) -> str:
     return "".join(parts).rstrip("\n")
 
 
+# Loggers that write request lines: Werkzeug's server (`crm dev`) and gunicorn's access log.
+REQUEST_LOGGERS = ("werkzeug", "gunicorn.access")
+_QUERY = re.compile(r"\?([^\s\"]*)")
+
+
+def redact_query(query: str) -> str:
+    """A query string fit for a log line: every parameter's name kept, its value withheld unless a plain number.
+
+    `filter=email_address eq '...'`, a supporter search, a preference link: any value may hold
+    an address, URL-encoded or not; `page=3` cannot."""
+    parts = []
+    for part in query.split("&"):
+        name, sep, value = part.partition("=")
+        parts.append(part if not value or value.isdigit() else f"{name}{sep}…")
+    return "&".join(parts)
+
+
+def redact_request_line(line: str) -> str:
+    """A request line or URL with its query string redacted (redact_query)."""
+    return _QUERY.sub(lambda match: "?" + redact_query(match.group(1)), line)
+
+
+def _redact_request(record: logging.LogRecord) -> None:
+    args = record.args
+    if isinstance(args, tuple):  # Werkzeug: '"%s" %s %s' % (request line, status, size)
+        record.args = tuple(redact_request_line(a) if isinstance(a, str) and "?" in a else a for a in args)
+    elif isinstance(args, dict):  # gunicorn: the atoms of access_log_format, in its own dict class
+        for key, value in list(args.items()):
+            if key == "q" and isinstance(value, str):
+                args[key] = redact_query(value)
+            elif isinstance(value, str) and "?" in value:  # the request line, the referer, RAW_URI...
+                args[key] = redact_request_line(value)
+    if isinstance(record.msg, str) and "?" in record.msg and not args:
+        record.msg = redact_request_line(record.msg)
+
+
 def withhold_data(record: logging.LogRecord) -> logging.LogRecord:
-    """Make `record` safe to write: database errors in its exception and arguments lose their data."""
+    """Make `record` safe to write: database errors in its exception and arguments lose their data, and
+    request lines their query strings' values."""
+    if record.name in REQUEST_LOGGERS:
+        _redact_request(record)
     if record.exc_info and record.exc_info[1] is not None and any(
             quotes_data(e) for e in _chain(record.exc_info[1])):
         record.exc_text = safe_traceback(record.exc_info[1])

@@ -25,8 +25,9 @@ RUN_EXPORT = "workers.exports.run_export"
 DISPATCH_WEBHOOKS = "workers.outbound.dispatch_webhooks_job"
 DELIVER_WEBHOOK = "workers.outbound.deliver_webhook_job"
 RECOUNT_PEOPLE = "workers.api.recount_people_job"
+BUILD_PEOPLE_RANKS = "workers.api.build_people_ranks_job"
 JOBS = (START_CAMPAIGN, SEND_BATCH, SEND_TEST, RUN_IMPORT, SEND_TEST_MESSAGE, FETCH_BOUNCES, APPLY_FEEDBACK,
-        SEND_CONFIRMATION, RUN_EXPORT, DISPATCH_WEBHOOKS, DELIVER_WEBHOOK, RECOUNT_PEOPLE)
+        SEND_CONFIRMATION, RUN_EXPORT, DISPATCH_WEBHOOKS, DELIVER_WEBHOOK, RECOUNT_PEOPLE, BUILD_PEOPLE_RANKS)
 
 
 def queue(name: str = "default", app: Flask | None = None) -> Queue:

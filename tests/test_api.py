@@ -385,3 +385,73 @@ def test_a_stale_people_count_is_answered_while_a_job_counts_again(make_app):
         assert call(client, "GET", "/api/v1/people", token).json["total_records"] == 1
         factories.drain(app)
         assert call(client, "GET", "/api/v1/people", token).json["total_records"] == 2
+
+
+def test_the_rank_index_counts_and_finds_cold_pages_as_count_and_offset_would(app, client, token, monkeypatch):
+    """For `modified_date gt`, total_records and a page asked cold come from the rank index and agree with
+    COUNT and OFFSET, for every since and page; people changed after the build are counted too."""
+    from datetime import UTC, datetime, timedelta
+
+    from api import queries
+    from api.filters import parse_filter
+    from crm.redis_conn import get_redis
+
+    monkeypatch.setattr(queries, "RANK_STEP", 3)
+    start = datetime(2025, 1, 1, tzinfo=UTC)
+    people = [factories.make_supporter() for _ in range(20)]
+    for i, person in enumerate(people):
+        person.updated_at = start + timedelta(minutes=i // 2)  # pairs share a time: id breaks the tie
+    people[7].erased_at = start
+    db.session.commit()
+    ranks = queries.build_ranks()
+    assert (ranks.step, ranks.total, len(ranks.keys)) == (3, 19, 6)
+    times = {p.id: start + timedelta(minutes=i // 2) for i, p in enumerate(people) if i != 7}
+    order = sorted(times, key=lambda person_id: (times[person_id], person_id))
+    for minutes in range(-1, 10):
+        since = start + timedelta(minutes=minutes, seconds=30 if minutes % 2 else 0)
+        expected = [person_id for person_id in order if times[person_id] > since]
+        text = f"modified_date gt '{since.isoformat()}'"
+        assert queries.count_people(parse_filter(text, queries.PEOPLE_FILTERS)) == len(expected)
+        for page in range(1, 6):
+            for key in get_redis().scan_iter("crm:api:people:cursor:*"):
+                get_redis().delete(key)
+            body = call(client, "GET", "/api/v1/people", token, query_string={
+                "filter": text, "per_page": 4, "page": page}).json
+            assert _ids(body) == expected[(page - 1) * 4:page * 4], (minutes, page)
+    newcomer = factories.make_supporter()
+    since = start + timedelta(minutes=4)
+    clauses = parse_filter(f"modified_date gt '{since.isoformat()}'", queries.PEOPLE_FILTERS)
+    assert queries.count_people(clauses) == queries.exact_count(clauses) == 10 + 1
+    assert newcomer.id in [p.id for p in queries.people_page(clauses, "x", 3, 5)[0]]
+
+
+def test_the_signature_helper_commits_once_with_its_audit_row_and_outbound_events(app, client, token):
+    """A new signer through the helper: supporter, signature, consent event, outbound events and the audit
+    row are written in one transaction, one commit (the key's last-used time aside)."""
+    from sqlalchemy import event
+
+    from crm.models import OutboundEvent
+    from outbound import service as outbound
+
+    outbound.save_settings(True, None)
+    outbound.create_endpoint({"url": "http://127.0.0.1:9/hook", "events": ["signature.created",
+                                                                         "supporter.subscribed"]}, None)
+    petition = open_petition()
+    url = f"/api/v1/petitions/{petition.id}/signatures"
+    assert call(client, "POST", url, token, person_body("first@example.net")).status_code == 201
+    commits = []
+    listener = lambda conn: commits.append(1)  # noqa: E731
+    event.listen(db.engine, "commit", listener)
+    try:
+        answer = call(client, "POST", url, token, person_body("second@example.net"))
+    finally:
+        event.remove(db.engine, "commit", listener)
+    assert answer.status_code == 201 and len(commits) == 1
+    person_id = answer.json["_embedded"]["osdi:person"]["identifiers"][0].rpartition(":")[2]
+    kinds = db.session.execute(db.select(OutboundEvent.event_type, OutboundEvent.data)
+                               .order_by(OutboundEvent.id)).all()[-2:]
+    assert sorted(kind for kind, _ in kinds) == ["signature.created", "supporter.subscribed"]
+    assert all(data["supporter_id"] == int(person_id) for _, data in kinds)
+    audit = db.session.scalar(db.select(AuditLog).where(AuditLog.action == "api.record_signature")
+                              .order_by(AuditLog.id.desc()))
+    assert audit.details["supporter_id"] == int(person_id)

@@ -707,3 +707,38 @@ def test_row_count_of_unquoted_files_matches_csv_reader(tmp_path):
     path.write_bytes(b'Email,Note\na@example.org,"two\nlines"\n')
     assert reader._count_lines_without_quotes(path) is None
     assert reader.count_rows(path, sniff(path, "csv")) == 1
+
+
+def test_opted_in_rows_are_announced_to_webhooks_once(make_app, tmp_path):
+    """Each supporter an import subscribes gets one supporter.subscribed delivery (new or never_subscribed
+    before); declined rows, unsubscribed supporters and a re-run announce nothing."""
+    import json
+
+    from crm.models import OutboundEvent, WebhookDelivery
+    from outbound import service as outbound
+    from tests.test_outbound import Receiver
+
+    app = make_app(WEBHOOK_RETRY_SECONDS="0")
+    receiver = Receiver([204])
+    try:
+        with app.app_context():
+            outbound.save_settings(True, None)
+            outbound.create_endpoint({"url": receiver.url, "events": ["supporter.subscribed"]}, None)
+            known = factories.make_supporter(email="known@example.org", subscribed=False,
+                                             email_status="never_subscribed")
+            factories.make_supporter(email="left@example.org", subscribed=False, email_status="unsubscribed")
+            text = ("Email,Consent\nnew@example.org,yes\nknown@example.org,yes\nleft@example.org,yes\n"
+                    "declined@example.org,no\n")
+            job = do_import(tmp_path, text)
+            assert db.session.scalar(db.select(db.func.count()).select_from(OutboundEvent)) == 2
+            factories.drain(app)
+            bodies = [json.loads(body) for _, body in receiver.requests]
+            subscribed = {supporter("new@example.org").id, known.id}
+            assert sorted(b["data"]["supporter_id"] for b in bodies) == sorted(subscribed)
+            assert {(b["type"], b["data"]["source"]) for b in bodies} == {("supporter.subscribed", f"import:{job.id}")}
+            run_import(job)
+            factories.drain(app)
+            assert len(receiver.requests) == 2
+            assert db.session.scalar(db.select(db.func.count()).select_from(WebhookDelivery)) == 2
+    finally:
+        receiver.close()

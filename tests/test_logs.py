@@ -110,3 +110,61 @@ def test_a_failed_job_keeps_and_logs_no_data(app, caplog):
     assert "IntegrityError" in stored and "duplicate_supporter_job" in stored
     assert EMAIL not in stored
     assert "IntegrityError" in caplog.text and EMAIL not in caplog.text
+
+
+FILTER_QUERY = "filter=email_address%20eq%20%27ada.secret%40example.net%27&page=2&q=ada.secret@example.net"
+
+
+def test_the_dev_servers_request_log_withholds_query_values(app, caplog):
+    """Werkzeug's request line (`crm dev`) keeps the path and parameter names, never an address in the query."""
+    import http.client
+    import threading
+
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with caplog.at_level(logging.INFO, logger="werkzeug"):
+            conn = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=10)
+            conn.request("GET", f"/healthz?{FILTER_QUERY}")
+            conn.getresponse().read()
+            conn.close()
+    finally:
+        server.shutdown()
+        thread.join()
+    lines = [r.getMessage() for r in caplog.records if r.name == "werkzeug"]
+    assert any("/healthz?filter=…&page=2&q=…" in line for line in lines), lines
+    assert not any("ada.secret" in line or "%40" in line for line in lines)
+
+
+def test_gunicorns_access_log_withholds_query_values_in_the_request_line_and_referer():
+    """gunicorn's access log (its own format atoms: request line, query, referer) holds no address."""
+    from datetime import timedelta
+    from types import SimpleNamespace
+
+    from gunicorn.config import Config
+    from gunicorn.glogging import Logger
+
+    from crm.logs import install_record_factory
+
+    install_record_factory()
+    config = Config()
+    config.set("accesslog", "/dev/null")
+    config.set("access_log_format", '%(h)s "%(r)s" %(s)s q=%(q)s "%(f)s" %({raw_uri}e)s')
+    written: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: written.append(record.getMessage())
+    logger = Logger(config)
+    logger.access_log.addHandler(handler)
+    try:
+        environ = {"REQUEST_METHOD": "GET", "RAW_URI": f"/api/v1/people?{FILTER_QUERY}", "SERVER_PROTOCOL": "HTTP/1.1",
+                   "QUERY_STRING": FILTER_QUERY, "PATH_INFO": "/api/v1/people", "REMOTE_ADDR": "127.0.0.1",
+                   "HTTP_REFERER": "https://crm.example.org/supporters?q=ada.secret%40example.net"}
+        response = SimpleNamespace(status="200 OK", sent=10, headers=[])
+        logger.access(response, SimpleNamespace(headers=[]), environ, timedelta(milliseconds=3))
+    finally:
+        logger.access_log.removeHandler(handler)
+    assert len(written) == 1 and "/api/v1/people?filter=…&page=2&q=…" in written[0], written
+    assert "ada.secret" not in written[0] and "%40" not in written[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -11,7 +12,7 @@ import pytest
 
 from crm import events
 from crm.extensions import db
-from crm.models import ConsentWording, WebhookDelivery, WebhookEndpoint
+from crm.models import ConsentWording, OutboundEvent, WebhookDelivery, WebhookEndpoint
 from crm.petitions.service import find_public
 from crm.petitions.signing import record_signature
 from crm.redis_conn import get_redis
@@ -146,22 +147,39 @@ def test_replay_sends_the_same_event_again(hook_app, receiver, client_as):
     assert again.status == "delivered"
 
 
+def outbox() -> list[OutboundEvent]:
+    return list(db.session.scalars(db.select(OutboundEvent).order_by(OutboundEvent.id)))
+
+
 def test_nothing_is_emitted_for_a_rolled_back_fact(hook_app, receiver):
-    """An event emitted in a transaction that rolls back never leaves the process."""
+    """An event emitted in a transaction that rolls back is never stored; one that commits is, with it."""
     register(receiver([204]).url, ["supporter.unsubscribed"])
     events.emit("supporter.unsubscribed", {"supporter_id": 1})
     db.session.rollback()
-    assert get_redis().llen(dispatch.EVENTS_KEY) == 0
+    assert outbox() == []
     events.emit("supporter.unsubscribed", {"supporter_id": 1})
     db.session.commit()
-    assert get_redis().llen(dispatch.EVENTS_KEY) == 1
+    assert [(e.event_type, e.data) for e in outbox()] == [("supporter.unsubscribed", {"supporter_id": 1})]
 
 
-def test_events_nobody_wants_are_not_even_pushed(hook_app, receiver):
-    """With no endpoint for signatures, signing pushes nothing to Redis."""
+def test_a_savepoint_neither_stores_nor_drops_the_transactions_events(hook_app, receiver):
+    """Events wait for the outermost commit: a savepoint released or rolled back inside leaves them pending."""
+    register(receiver([204]).url, ["supporter.unsubscribed"])
+    events.emit("supporter.unsubscribed", {"supporter_id": 1})
+    with db.session.begin_nested():
+        pass
+    with pytest.raises(ValueError), db.session.begin_nested():
+        raise ValueError
+    assert outbox() == []
+    db.session.commit()
+    assert len(outbox()) == 1
+
+
+def test_events_nobody_wants_are_not_even_stored(hook_app, receiver):
+    """With no endpoint for signatures, signing stores no outbound event."""
     register(receiver([204]).url, ["campaign.sent"])
     sign(open_petition(), "quiet@example.net")
-    assert get_redis().llen(dispatch.EVENTS_KEY) == 0
+    assert outbox() == []
 
 
 def test_unsubscribe_bounce_complaint_and_campaign_sent_are_emitted(hook_app, receiver):
@@ -220,12 +238,13 @@ def test_webhook_settings_are_admin_only_and_show_the_secret_once(app, client_as
     assert "whsec_" not in admin.get(f"/settings/webhooks/{endpoint.id}").text
 
 
-def test_signing_only_pushes_the_event_and_contacts_no_receiver(hook_app, receiver):
-    """The request that signs makes no delivery and no HTTP call: one event waits in Redis for a worker."""
+def test_signing_only_stores_the_event_and_contacts_no_receiver(hook_app, receiver):
+    """The request that signs makes no delivery and no HTTP call: one event waits in the outbox for a worker."""
     target = receiver([204])
     register(target.url, ["signature.created"])
-    sign(open_petition(), "fast@example.net")
-    assert get_redis().llen(dispatch.EVENTS_KEY) == 1
+    result = sign(open_petition(), "fast@example.net")
+    assert [(e.event_type, e.data["signature_id"]) for e in outbox()] == [("signature.created", result.signature_id)]
+    assert get_redis().exists(dispatch.FLAG_KEY)  # a dispatch job is queued
     assert db.session.scalar(db.select(db.func.count()).select_from(WebhookDelivery)) == 0
     assert target.requests == []
 
@@ -237,3 +256,40 @@ def test_retry_schedule_setting_is_checked(make_app):
     with pytest.raises(ConfigError, match="WEBHOOK_RETRY_SECONDS"):
         make_app(WEBHOOK_RETRY_SECONDS="60,soon")
     assert make_app(WEBHOOK_RETRY_SECONDS="5,10").config["WEBHOOK_RETRY_SECONDS"] == (5, 10)
+
+
+@pytest.mark.parametrize("dies", ["before its commit", "after its commit, before queueing"])
+def test_a_dispatch_job_that_dies_loses_no_event_and_doubles_none(hook_app, receiver, monkeypatch, dies):
+    """The dispatch job fails midway; the next run delivers every event exactly once."""
+    target = receiver([204])
+    register(target.url, ["signature.created"])
+    petition = open_petition()
+    signed = {sign(petition, f"signer{i}@example.net").signature_id for i in range(3)}
+    assert len(outbox()) == 3
+
+    class Died(Exception):
+        pass
+
+    def die(*args, **kwargs):
+        raise Died
+
+    if dies == "before its commit":
+        monkeypatch.setattr(dispatch, "new_webhook_id", die)
+    else:
+        monkeypatch.setattr(dispatch, "enqueue_delivery", die)
+    with pytest.raises(Died):
+        dispatch.dispatch()
+    db.session.rollback()
+    monkeypatch.undo()
+    made = db.session.scalar(db.select(db.func.count()).select_from(WebhookDelivery))
+    assert (len(outbox()), made) == ((3, 0) if dies == "before its commit" else (0, 3))
+    monkeypatch.setattr(dispatch, "UNTRIED_SECONDS", 0.0)  # the lost jobs' deliveries are old enough now
+    dispatch.dispatch()
+    factories.drain(hook_app)
+    delivered = [json.loads(body)["data"]["signature_id"] for _, body in target.requests]
+    assert sorted(delivered) == sorted(signed)
+    rows = db.session.scalars(db.select(WebhookDelivery)).all()
+    assert len(rows) == 3 and {r.status for r in rows} == {"delivered"} and outbox() == []
+    dispatch.dispatch()  # a later run finds nothing to do again
+    factories.drain(hook_app)
+    assert len(target.requests) == 3

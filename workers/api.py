@@ -1,4 +1,4 @@
-"""API jobs: counting again for a stale total_records."""
+"""API jobs: counting again for a stale total_records, and building the people rank index."""
 
 from __future__ import annotations
 
@@ -11,3 +11,11 @@ def recount_people_job(filter_text: str) -> int:
 
     with job_app().app_context():
         return recount_people(filter_text)
+
+
+def build_people_ranks_job() -> int:
+    """Build the rank index of the API's people (api/queries.py); returns how many people it ranks."""
+    from api.queries import build_ranks
+
+    with job_app().app_context():
+        return build_ranks().total

@@ -85,6 +85,21 @@ def _expire_exports() -> object:
     return expire_old()
 
 
+def _dispatch_webhooks() -> object:
+    from outbound.dispatch import dispatch
+
+    return dispatch()
+
+
+def _build_people_ranks() -> object:
+    from api.queries import build_ranks
+    from crm.models import ApiKey
+
+    active = db.session.scalar(db.select(ApiKey.id).where(ApiKey.revoked_at.is_(None)).limit(1))
+    db.session.rollback()  # build_ranks reads in a transaction of its own (one snapshot)
+    return build_ranks().total if active is not None else None  # no key: nobody can call the API
+
+
 def _mailbox_interval(config: dict) -> float:
     # Unconfigured, the task only checks the setting again now and then.
     return float(config["BOUNCE_MAILBOX_INTERVAL_SECONDS"]) if config.get("BOUNCE_MAILBOX_URL") else 60.0
@@ -122,6 +137,12 @@ PERIODIC = (
     Periodic("refresh-reports", lambda config: float(config["REPORTS_REFRESH_SECONDS"]), _refresh_reports),
     # A/B tests whose wait is over: the winner (or the default) goes to the rest of the segment.
     Periodic("pick-ab-winners", lambda config: float(config["AB_CHECK_SECONDS"]), _pick_ab_winners),
+    # Outbound events whose dispatch job was never queued (Redis was down when they were
+    # committed), and deliveries whose dispatch job died before queueing them.
+    Periodic("dispatch-webhooks", lambda config: 60.0, _dispatch_webhooks),
+    # The API's rank index of people (api/queries.py), so a sync's first page never waits for a
+    # count of every match; while the API is in use its requests also have it rebuilt sooner.
+    Periodic("build-people-ranks", lambda config: 600.0, _build_people_ranks),
     # Worker-built export files past EXPORT_KEEP_DAYS.
     Periodic("expire-exports", lambda config: 3600.0, _expire_exports),
 )

@@ -30,6 +30,7 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 
+from crm import events
 from crm.exports import safe_text
 from crm.extensions import db
 from crm.imports import queries as q
@@ -93,6 +94,7 @@ class Plan:
     petition_id: int | None = None
     tag_ids: list[int] = field(default_factory=list)
     rerun: bool = False
+    announce: bool = False  # store a supporter.subscribed outbound event for each opted-in row
 
     def consent_params(self) -> dict:
         return {"wording": self.evidence.wording, "reason_before": self.evidence.reason_before,
@@ -123,7 +125,8 @@ def make_plan(job: ImportJob, rerun: bool) -> Plan:
     options = job.options
     petition = job_petition(job)
     plan = Plan(source=f"import:{job.id}", rerun=rerun, evidence=consent_evidence(job, petition),
-                petition_id=petition.id if petition is not None else None)
+                petition_id=petition.id if petition is not None else None,
+                announce=events.is_wanted("supporter.subscribed", events.wanted_types()))
     names = parse_tags(options.get("tags", ""))
     if names:
         now = _db_time(db.session.connection(), utcnow())
@@ -202,13 +205,16 @@ def apply_chunk(conn: Connection, accepted: Accepted, plan: Plan, payload=None) 
     params = {"source": plan.source, "now": now}
     if _is_pg(conn):
         created, updated, previously = _upsert_pg(conn, {
-            **params, **plan.consent_params(), "petition_id": plan.petition_id, "tag_ids": plan.tag_ids})
+            **params, **plan.consent_params(), "petition_id": plan.petition_id, "tag_ids": plan.tag_ids,
+            "announce": plan.announce})
         created += previously
         return created, updated, len(accepted) - created - updated
     previously = conn.scalar(q.PREVIOUSLY_CREATED, params) if plan.rerun else 0
     updated = conn.execute(q.UPDATE_EXISTING, params).rowcount
     created = conn.execute(q.INSERT_NEW, params).rowcount + previously
     conn.execute(q.INSERT_CONSENT_EVENTS, {**params, **plan.consent_params()})
+    if plan.announce:
+        conn.execute(q.ANNOUNCE_SUBSCRIBED, params)
     conn.execute(q.SUBSCRIBE_OPTED_IN, params)
     if plan.petition_id is not None:
         conn.execute(q.INSERT_SIGNATURES, {**params, "petition_id": plan.petition_id})
@@ -445,6 +451,8 @@ def run_import(job: ImportJob, progress: Callable[[ImportJob], None] | None = No
                 unrecognised.update(written.unrecognised)
                 total_rows = max(total_rows, totals["processed_rows"])
                 set_committed_value(job, "total_rows", total_rows)
+                if plan.announce:  # the chunk's outbound events are committed: the dispatch job takes them
+                    events.wake()
                 report()
         job.total_rows = job.processed_rows
         job.consent_unrecognised_values = dict(unrecognised.most_common(UNRECOGNISED_VALUES_KEPT))

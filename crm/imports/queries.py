@@ -122,6 +122,16 @@ FROM import_stage AS st JOIN supporter AS s ON s.email = st.email
 WHERE st.consent AND s.email_status = 'never_subscribed'
 """)
 
+# The outbound event record_consent() would emit for those same rows (supporter.subscribed, as
+# crm/events.py stores it), run before SUBSCRIBE_OPTED_IN changes their status; only when a
+# webhook endpoint wants it.
+ANNOUNCE_SUBSCRIBED = text("""
+INSERT INTO outbound_event (event_type, data, created_at)
+SELECT 'supporter.subscribed', json_object('campaign_id', NULL, 'source', :source, 'supporter_id', s.id), :now
+FROM import_stage AS st JOIN supporter AS s ON s.email = st.email
+WHERE st.consent AND s.email_status = 'never_subscribed'
+""")
+
 # The status record_consent() derives from an opt_in event (STATUS_AFTER["opt_in"]), same rows.
 SUBSCRIBE_OPTED_IN = text("""
 UPDATE supporter SET email_status = 'subscribed', updated_at = :now
@@ -224,6 +234,17 @@ opted_in AS (
           UNION ALL
           SELECT id, email FROM existing WHERE consent AND email_status = 'never_subscribed') AS t
     JOIN import_stage AS st ON st.email = t.email
+    RETURNING supporter_id
+),
+announced AS (
+    -- The outbound event record_consent() would emit for each of them (crm/events.py), in bulk,
+    -- in the chunk's own transaction; only when a webhook endpoint wants it.
+    INSERT INTO outbound_event (event_type, data, created_at)
+    SELECT 'supporter.subscribed',
+           json_build_object('campaign_id', NULL, 'source', CAST(:source AS text), 'supporter_id', o.supporter_id),
+           CAST(:now AS timestamptz)
+    FROM opted_in AS o
+    WHERE CAST(:announce AS boolean)
 ),
 signed AS (
     INSERT INTO signature (petition_id, supporter_id, comment, source, created_at)

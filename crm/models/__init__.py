@@ -27,6 +27,7 @@ from crm.models.imports import IMPORT_STATUSES, ImportJob
 from crm.models.outbound import (
     DELIVERY_STATUSES,
     WEBHOOK_EVENTS,
+    OutboundEvent,
     WebhookDelivery,
     WebhookEndpoint,
     WebhookSettings,
@@ -79,5 +80,5 @@ __all__ = [
     "CampaignHourRollup", "CampaignLinkRollup", "CampaignRollup", "DailyRollup", "ExportJob", "PetitionDayRollup",
     "PetitionSourceRollup", "RollupState", "AB_METRICS", "AB_STATUSES", "AbTest", "CampaignVariant",
     "API_SCOPES", "ApiKey", "DELIVERY_STATUSES",
-    "WEBHOOK_EVENTS", "WebhookDelivery", "WebhookEndpoint", "WebhookSettings",
+    "WEBHOOK_EVENTS", "OutboundEvent", "WebhookDelivery", "WebhookEndpoint", "WebhookSettings",
 ]

@@ -44,7 +44,10 @@ class ApiKey(Base):
 
 # GET /api/v1/people pages in (modified_date, id) order, usually with `modified_date gt ...`
 # (a sync asking what changed): with this index each page is a range seek from the previous
-# page's last row instead of a sort of every match (revision 0030; plan in api/queries.py).
-# Not partial on erased_at IS NULL: such an index covers the predicate every supporter query
-# carries, and PostgreSQL then preferred it to the search's trigram index on small tables.
-Index("ix_supporter_updated_at_id", Supporter.__table__.c.updated_at, Supporter.__table__.c.id)
+# page's last row instead of a sort of every match (revisions 0030, 0032; plans in api/queries.py).
+# It carries erased_at too (INCLUDE on PostgreSQL, a third key column on SQLite), so the
+# API's count and its OFFSET to a page asked cold read the index alone (index-only scans),
+# never the rows. Not partial on erased_at IS NULL: such an index covers the predicate every
+# supporter query carries, and PostgreSQL then preferred it to the search's trigram index.
+Index("ix_supporter_updated_at_id_erased_at", Supporter.__table__.c.updated_at, Supporter.__table__.c.id,
+      postgresql_include=["erased_at"])

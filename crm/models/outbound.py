@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, String, Text
+from sqlalchemy import JSON, BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from crm.models.base import Base, Timestamps, utcnow
@@ -14,6 +15,7 @@ WEBHOOK_EVENTS = ("signature.created", "supporter.subscribed", "supporter.unsubs
 # pending: queued, not tried yet; retrying: failed, another attempt is scheduled;
 # delivered: the receiver answered 2xx; failed: every attempt failed.
 DELIVERY_STATUSES = ("pending", "retrying", "delivered", "failed")
+_UNTRIED = text("status = 'pending' AND attempts = 0")
 
 
 class WebhookEndpoint(Timestamps, Base):
@@ -31,12 +33,28 @@ class WebhookEndpoint(Timestamps, Base):
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff_user.id", ondelete="SET NULL"))
 
 
+class OutboundEvent(Base):
+    """A committed fact waiting for the dispatch job (the outbox): written in the fact's own transaction.
+
+    The dispatch job turns each row into deliveries and deletes it in one transaction, so an
+    event is never lost between the fact's commit and its deliveries, and never made twice."""
+
+    __tablename__ = "outbound_event"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True)
+    event_type: Mapped[str] = mapped_column(String(40))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class WebhookDelivery(Base):
     """One event sent (or to be sent) to one endpoint: the exact body signed, and how it went."""
 
     __tablename__ = "webhook_delivery"
-    # The endpoint's delivery log, newest first.
-    __table_args__ = (Index("ix_webhook_delivery_endpoint_id_id", "endpoint_id", "id"),)
+    # The endpoint's delivery log, newest first; and the deliveries not yet tried, which the
+    # dispatch job queues again if the job that made them died before queueing them.
+    __table_args__ = (Index("ix_webhook_delivery_endpoint_id_id", "endpoint_id", "id"),
+                      Index("ix_webhook_delivery_untried", "id", postgresql_where=_UNTRIED, sqlite_where=_UNTRIED))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     endpoint_id: Mapped[int] = mapped_column(ForeignKey("webhook_endpoint.id", ondelete="CASCADE"))

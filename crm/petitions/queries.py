@@ -40,6 +40,11 @@ from sqlalchemy import text
 # is no signature lookup. The consent event carries the wording, its version and id, the IP
 # and user agent, exactly as crm.supporters.consent.record_consent() writes it.
 #
+# new_outbound stores the outbound events of the new signature and the new subscriber (the
+# ones the ORM path emits, with the same data) in the outbox, in this same statement, so
+# the fact and its event commit together (crm/events.py); :event_signature and
+# :event_subscribed say whether any webhook endpoint wants them (no rows at all when none do).
+#
 # EXPLAIN ANALYZE (bench database): target is a nested loop of two one-row lookups (sequential
 # scans while petition and consent_wording hold a handful of rows; their primary key and the
 # (petition_id, version) unique index beyond that), materialised once for its two readers;
@@ -69,7 +74,7 @@ WITH target AS (
                            referrer_host, created_at)
     SELECT :petition_id, id, :comment, :signature_source, :utm_source, :utm_medium, :utm_campaign,
            :referrer_host, :now FROM new_supporter
-    RETURNING id
+    RETURNING id, petition_id, supporter_id
 ), new_event AS (
     INSERT INTO consent_event (supporter_id, action, source, wording, wording_version, wording_id,
                                reason, ip, user_agent, created_at)
@@ -77,9 +82,23 @@ WITH target AS (
     FROM new_supporter s, target t
     WHERE t.wants_updates
     RETURNING id
+), new_outbound AS (
+    INSERT INTO outbound_event (event_type, data, created_at)
+    SELECT 'signature.created',
+           json_build_object('petition_id', g.petition_id, 'petition_slug', CAST(:petition_slug AS text),
+                             'signature_id', g.id, 'supporter_id', g.supporter_id), :now
+    FROM new_signature g
+    WHERE :event_signature
+    UNION ALL
+    SELECT 'supporter.subscribed',
+           json_build_object('campaign_id', NULL, 'source', CAST(:event_source AS text), 'supporter_id', s.id), :now
+    FROM new_supporter s, new_event e
+    WHERE :event_subscribed
+    RETURNING id
 )
 SELECT (SELECT id FROM new_supporter) AS supporter_id,
        (SELECT id FROM new_signature) AS signature_id,
        (SELECT id FROM new_event) AS consent_event_id,
+       EXISTS (SELECT 1 FROM new_outbound) AS events_stored,
        EXISTS (SELECT 1 FROM petition WHERE id = :petition_id AND status = 'open') AS petition_open
 """)

@@ -466,6 +466,12 @@ _PUBLIC_PETITION = (
                                               _wording.version == _petition.consent_wording_version))
     .where(_petition.slug == db.bindparam("slug"), _petition.status != "draft")
 )
+_PETITION_BY_ID = (
+    db.select(*_PUBLIC_COLUMNS, *_WORDING_COLUMNS)
+    .outerjoin(ConsentWording.__table__, and_(_wording.petition_id == _petition.id,
+                                              _wording.version == _petition.consent_wording_version))
+    .where(_petition.id == db.bindparam("petition_id"))
+)
 _WORDING_VERSION = db.select(*_WORDING_COLUMNS).where(_wording.petition_id == db.bindparam("petition_id"),
                                                       _wording.version == db.bindparam("version"))
 
@@ -473,6 +479,16 @@ _WORDING_VERSION = db.select(*_WORDING_COLUMNS).where(_wording.petition_id == db
 def find_public(slug: str) -> PublicPetition | None:
     """The petition the public may see at /p/<slug> (anything but a draft), as a snapshot."""
     row = db.session.connection().execute(_PUBLIC_PETITION, {"slug": slug}).first()
+    if row is None:
+        return None
+    n = len(_PUBLIC_COLUMNS)
+    wording = Wording(*row[n:]) if row[n] is not None else None
+    return PublicPetition(*row[:n], wording=wording)
+
+
+def find_by_id(petition_id: int) -> PublicPetition | None:
+    """The petition with this id as find_public gives it, drafts included (the caller checks its status)."""
+    row = db.session.connection().execute(_PETITION_BY_ID, {"petition_id": petition_id}).first()
     if row is None:
         return None
     n = len(_PUBLIC_COLUMNS)

@@ -326,10 +326,16 @@ def bulk_tag(flt: SupporterFilter, tag_name: str, action: str) -> tuple[Tag, int
 
 
 def add_tag(supporter: Supporter, tag_name: str) -> Tag:
+    tag = attach_tag(supporter, tag_name)
+    db.session.commit()
+    return tag
+
+
+def attach_tag(supporter: Supporter, tag_name: str) -> Tag:
+    """Tag the supporter (the tag made if new) in the caller's transaction."""
     tag = get_or_create_tag(tag_name)
     if tag not in supporter.tags:
         supporter.tags.append(tag)
-    db.session.commit()
     return tag
 
 
