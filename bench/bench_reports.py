@@ -207,7 +207,7 @@ def _export_in_child(url: str, instance: str, fmt: str, path: str, queue) -> Non
 def time_exports(url: str, instance: str) -> list[dict]:
     rows = []
     context = multiprocessing.get_context("spawn")
-    for fmt in ("parquet", "csv"):
+    for fmt in os.environ.get("BENCH_REPORTS_FORMATS", "parquet,csv").split(","):
         path = os.path.join(tempfile.gettempdir(), f"bench-engagement.{fmt}")
         queue = context.Queue()
         child = context.Process(target=_export_in_child, args=(url, instance, fmt, path, queue))

@@ -44,9 +44,11 @@ from crm.models.reports import (
     CampaignHourRollup,
     CampaignLinkRollup,
     CampaignRollup,
+    ConsentSourceRollup,
     DailyRollup,
     ExportJob,
     PetitionDayRollup,
+    PetitionRollup,
     PetitionSourceRollup,
     RollupState,
 )
@@ -75,7 +77,8 @@ __all__ = [
     "SenderIdentity", "OrgSettings", "FEEDBACK_KINDS", "FEEDBACK_OUTCOMES", "PROVIDERS", "FeedbackEvent",
     "FeedbackProvider", "FeedbackRules", "SUPPRESSION_REASONS", "EXPORT_STATUSES", "CampaignBreakdownRollup",
     "CampaignHourRollup", "CampaignLinkRollup", "CampaignRollup", "DailyRollup", "ExportJob", "PetitionDayRollup",
-    "PetitionSourceRollup", "RollupState", "AB_METRICS", "AB_STATUSES", "AbTest", "CampaignVariant",
+    "PetitionSourceRollup", "PetitionRollup", "ConsentSourceRollup", "RollupState",
+    "AB_METRICS", "AB_STATUSES", "AbTest", "CampaignVariant",
     "API_SCOPES", "ApiKey", "DELIVERY_STATUSES",
     "WEBHOOK_EVENTS", "WebhookDelivery", "WebhookEndpoint", "WebhookSettings",
 ]
