@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import Integer, and_, case, cast, delete, distinct, exists, func, literal, or_, select
+from sqlalchemy import Integer, and_, case, cast, delete, distinct, exists, func, literal, or_, select, text
 from sqlalchemy.orm import aliased
 
 from crm.database import is_postgres
@@ -152,6 +152,10 @@ def refresh(full: bool = False) -> Refreshed:
     query = select(RollupState).where(RollupState.name == STATE)
     if is_postgres():
         query = query.with_for_update()  # two refreshes at once would delete each other's rows
+        # The breakdowns' per-message EXISTS probes make the planner's estimates large enough
+        # to JIT-compile each statement: 1.5 s of compiling for a 0.3 s query (EXPLAIN ANALYZE,
+        # one campaign of 50,000 messages), three times per campaign.
+        db.session.execute(text("SET LOCAL jit = off"))
     current = db.session.scalars(query).first()
     if current is None:
         current = RollupState(name=STATE)
