@@ -1,12 +1,15 @@
 """Engagement exports: one row per message, or one per supporter, as CSV, XLSX or Parquet.
 
-Rows come from one SELECT read through a server-side cursor (`yield_per`: psycopg's named
-cursor on PostgreSQL), EXPORT_CHUNK_ROWS at a time, and each chunk is written before the next
-is read: CSV is yielded line by line (crm/exports.py, with its formula protection), XLSX goes
-through openpyxl's write-only workbook into a spooled file (crm/exports.py), and Parquet is
-written one record batch per chunk by pyarrow's ParquetWriter, with typed columns (ids as
-int64, times as UTC timestamps, flags as booleans, petitions and tags as lists of strings).
-Memory is one chunk, whatever the size of the export.
+Rows come from one SELECT. On PostgreSQL the server writes them with COPY (query) TO STDOUT
+as CSV: the CSV export is that text as it comes (the formula protection, times and lists done
+in SQL), and for Parquet and XLSX pyarrow's CSV reader parses it, a block at a time, into
+typed record batches. Elsewhere (SQLite) the rows are read through a server-side cursor
+(`yield_per`), EXPORT_CHUNK_ROWS at a time, and turned into the same record batches. Either
+way each batch is written before the next is read: CSV by pyarrow's writer (or as COPY wrote
+it), XLSX through openpyxl's write-only workbook into a spooled file (crm/exports.py), and
+Parquet by pyarrow's ParquetWriter, with typed columns (ids as int64, times as UTC
+timestamps, flags as booleans, petitions and tags as lists of strings). Memory is one batch,
+whatever the size of the export.
 
 Small exports stream at once; larger ones (over EXPORT_STREAM_MAX_ROWS) are built by a worker
 (workers/exports.py) into instance/exports, downloadable by the requester only until
