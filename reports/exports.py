@@ -536,8 +536,9 @@ def _copied_batches(kind: str, filters: Filters, include_email: bool):
     parsed = {c.name: (pa.string() if c.type == "list" else types[c.type]) for c in spec}
     reader = pcsv.open_csv(
         source,
-        # Parsed in this thread, a block at a time: with reading threads pyarrow read ahead of
-        # the Parquet writer and held the blocks (peak 681 MB at 5,000,000 rows, 370 without).
+        # Parsed in this thread, a block at a time, so nothing is read ahead of the Parquet
+        # writer: with pyarrow's reading threads one 5,000,000-row export peaked at 681 MB
+        # (another at 371 MB); without them four runs peaked at 409 to 426 MB.
         read_options=pcsv.ReadOptions(column_names=[c.name for c in spec], block_size=COPY_BLOCK_BYTES,
                                       use_threads=False),
         # COPY quotes a value holding a comma, quote or newline, and an empty string (""), and
