@@ -422,7 +422,7 @@ def stream_csv(kind: str, filters: Filters, include_email: bool,
 # in C into typed columns, block by block. The query is the same SELECT as the fetched path's;
 # for CSV it is wrapped in one that does in SQL what `_csv_batch` does in Arrow.
 
-COPY_BLOCK_BYTES = 8 * 1024 * 1024  # CSV text per record batch: about 60,000 engagement rows
+COPY_BLOCK_BYTES = 2 * 1024 * 1024  # CSV text per record batch: about 22,000 engagement rows
 
 
 def _copy_statement(query: Select) -> tuple[str, dict]:
