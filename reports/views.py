@@ -43,7 +43,7 @@ def index():
 @requires("read")
 def petitions():
     return render_template("reports/petitions.html", petitions=service.petitions_overview(),
-                           consent=service.consent_sources())
+                           consent=service.consent_sources(), freshness=service.freshness())
 
 
 @bp.route("/campaigns/<int:campaign_id>")

@@ -10,7 +10,7 @@ import pytest
 from crm.extensions import db
 from crm.models import CampaignRollup, ConsentEvent, DailyRollup, EngagementEvent, PetitionDayRollup, RollupState
 from crm.supporters.consent import record_consent
-from reports import rollups
+from reports import rollups, service
 from tests import factories
 
 STARTED = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
@@ -295,3 +295,62 @@ def test_cli_refresh(app, runner):
     sent_campaign(1)
     result = runner.invoke(args=["reports", "refresh", "--full"])
     assert result.exit_code == 0 and "Refreshed 1 campaigns" in result.output and "(full)" in result.output
+
+
+def test_incremental_refresh_recomputes_only_the_campaign_that_changed(app):
+    """A new open on one campaign recomputes that campaign alone, however many older facts the others have."""
+    quiet, _, quiet_messages = sent_campaign(2)
+    busy, _, busy_messages = sent_campaign(2)
+    for m in quiet_messages:
+        event(m, "open", STARTED + timedelta(hours=1))
+        record_consent(supporter_of(m), "opt_out", "unsubscribe_link", campaign_id=quiet.id)
+    db.session.commit()
+    assert set(rollups.refresh().campaigns) == {quiet.id, busy.id}  # the first refresh is full
+    assert rollups.refresh().campaigns == []  # nothing new
+    event(busy_messages[0], "click", STARTED + timedelta(hours=2), url="https://example.org/")
+    db.session.commit()
+    assert rollups.refresh().campaigns == [busy.id]
+    assert db.session.get(CampaignRollup, busy.id).clicks_total == 1
+
+
+def test_a_fact_committed_after_the_refresh_read_past_its_id_is_still_counted(app):
+    """An id below the cursor that had no row at the last refresh (a transaction still open) is read by the next."""
+    campaign, _, messages = sent_campaign(1)
+    late = event(messages[0], "open", STARTED + timedelta(hours=1))
+    event(messages[0], "open", STARTED + timedelta(hours=2))
+    db.session.commit()
+    late_id = late.id
+    db.session.delete(late)  # as if its transaction had not committed yet
+    db.session.commit()
+    rollups.refresh()
+    assert db.session.get(CampaignRollup, campaign.id).opens_total == 1
+    assert late_id in db.session.get(RollupState, "reports").unseen_ids["engagement"]
+    db.session.add(EngagementEvent(id=late_id, message_id=messages[0].id, supporter_id=messages[0].supporter_id,
+                                   campaign_id=campaign.id, kind="open", url="", created_at=STARTED))
+    db.session.commit()  # ...and now it commits, below the cursor
+    assert rollups.refresh().campaigns == [campaign.id]
+    db.session.expire_all()
+    assert db.session.get(CampaignRollup, campaign.id).opens_total == 2
+    assert late_id not in db.session.get(RollupState, "reports").unseen_ids["engagement"]
+
+
+def test_petitions_table_reads_roll_ups_that_follow_unsubscribes_and_new_consent(app, client_as):
+    """Subscribed signers and consent events per source move with the next refresh; the page says how fresh."""
+    petition = factories.make_petition(title="Counted")
+    signers = [factories.make_supporter() for _ in range(4)]
+    for s in signers:
+        factories.make_signature(petition, s)
+    rollups.refresh()
+    figures = {p["id"]: p["figures"] for p in service.petitions_overview()}
+    assert (figures[petition.id].signatures, figures[petition.id].subscribed_now) == (4, 4)
+    record_consent(signers[0], "opt_out", "unsubscribe_link")
+    db.session.commit()
+    rollups.refresh()
+    figures = {p["id"]: p["figures"] for p in service.petitions_overview()}
+    assert figures[petition.id].subscribed_now == 3
+    sources = {(a, s): n for a, s, n in service.consent_sources()}
+    assert sources[("opt_in", "test")] == 4 and sources[("opt_out", "unsubscribe_link")] == 1
+    rollups.refresh()  # nothing new: nothing counted twice
+    assert {(a, s): n for a, s, n in service.consent_sources()} == sources
+    page = client_as("analyst").get("/reports/petitions").text
+    assert "Figures as of" in page and "75%" in page

@@ -46,9 +46,11 @@ from crm.models.reports import (
     CampaignHourRollup,
     CampaignLinkRollup,
     CampaignRollup,
+    ConsentSourceRollup,
     DailyRollup,
     ExportJob,
     PetitionDayRollup,
+    PetitionRollup,
     PetitionSourceRollup,
     RollupState,
 )
@@ -78,7 +80,8 @@ __all__ = [
     "FeedbackIntake", "FeedbackProvider", "FeedbackRules", "SUPPRESSION_REASONS", "EXPORT_STATUSES",
     "CampaignBreakdownRollup",
     "CampaignHourRollup", "CampaignLinkRollup", "CampaignRollup", "DailyRollup", "ExportJob", "PetitionDayRollup",
-    "PetitionSourceRollup", "RollupState", "AB_METRICS", "AB_STATUSES", "AbTest", "CampaignVariant",
+    "PetitionSourceRollup", "PetitionRollup", "ConsentSourceRollup", "RollupState",
+    "AB_METRICS", "AB_STATUSES", "AbTest", "CampaignVariant",
     "API_SCOPES", "ApiKey", "DELIVERY_STATUSES",
     "WEBHOOK_EVENTS", "OutboundEvent", "WebhookDelivery", "WebhookEndpoint", "WebhookSettings",
 ]

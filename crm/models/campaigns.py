@@ -139,7 +139,10 @@ class EngagementEvent(Base):
     """What a recipient did with a message: open, click, unsubscribe, bounce, complaint."""
 
     __tablename__ = "engagement_event"
-    __table_args__ = (Index("ix_engagement_event_message_kind", "message_id", "kind"),
+    # is_machine rides along on PostgreSQL, so the per-message flags (exports, report
+    # breakdowns) are read from the index alone.
+    __table_args__ = (Index("ix_engagement_event_message_kind", "message_id", "kind",
+                            postgresql_include=["is_machine"]),
                       # The campaign page's counts: one campaign's opens or clicks.
                       Index("ix_engagement_event_campaign_kind", "campaign_id", "kind"),
                       Index("ix_engagement_event_event_key", "event_key", unique=True))

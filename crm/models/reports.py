@@ -128,8 +128,31 @@ class PetitionSourceRollup(Base):
     signatures: Mapped[int] = mapped_column(default=0)
 
 
+class PetitionRollup(Base):
+    """One petition's signers who are subscribed now (their status moves with consent events)."""
+
+    __tablename__ = "petition_rollup"
+
+    petition_id: Mapped[int] = mapped_column(ForeignKey("petition.id", ondelete="CASCADE"), primary_key=True)
+    subscribed_signers: Mapped[int] = mapped_column(default=0)
+
+
+class ConsentSourceRollup(Base):
+    """Consent events per action and source (consent_event is append-only: counts only grow)."""
+
+    __tablename__ = "consent_source_rollup"
+
+    action: Mapped[str] = mapped_column(String(20), primary_key=True)
+    source: Mapped[str] = mapped_column(String(120), primary_key=True)
+    events: Mapped[int] = mapped_column(default=0)
+
+
 class RollupState(Base):
-    """Where the last refresh got to: the newest fact ids it had seen, and when it ran."""
+    """Where the last refresh got to: the newest fact ids it had seen, and when it ran.
+
+    `unseen_ids` holds, per fact table, the ids just below its cursor that had no row at the
+    last refresh (a transaction still open, or rolled back): the next refresh reads those
+    and the ids above the cursor, nothing else."""
 
     __tablename__ = "rollup_state"
 
@@ -141,6 +164,7 @@ class RollupState(Base):
     feedback_cursor: Mapped[int] = mapped_column(default=0)
     subscribed_now: Mapped[int] = mapped_column(default=0)
     last_duration_ms: Mapped[int] = mapped_column(default=0)
+    unseen_ids: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
 EXPORT_STATUSES = ("queued", "running", "done", "failed")
