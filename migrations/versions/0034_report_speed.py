@@ -1,7 +1,7 @@
 """Report speed: petition and consent-source roll-ups, the refresh's unseen ids, and is_machine in the message-kind index
 
-Revision ID: 0032
-Revises: 0031
+Revision ID: 0034
+Revises: 0033
 Create Date: 2026-12-03 19:00:00
 
 The petitions table read live counts (1.9 s at 2,000,000 signatures); it now reads
@@ -18,8 +18,8 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '0032'
-down_revision = '0031'
+revision = '0034'
+down_revision = '0033'
 branch_labels = None
 depends_on = None
 
