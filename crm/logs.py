@@ -10,6 +10,9 @@ Request lines are the other leak: `GET /api/v1/people?filter=email_address eq '.
 supporter search) would put an address in the dev server's log and in gunicorn's access log.
 Both log through Python's logging, so the same record factory withholds every query value
 that is not a plain number in their records (the parameters' names stay, for reading the log).
+The signed tokens in the public paths (`/u/`, `/preferences/`, `/confirm/`, `/o/`, `/c/`) hold
+no address, but each is a capability (it unsubscribes, edits or confirms someone), so request
+lines show those paths with the token withheld: `GET /u/… HTTP/1.1`.
 
 Two defences against database errors, both here:
 - the engine is built with `hide_parameters=True` (crm.database reads ENGINE_DEFAULTS), so
@@ -100,6 +103,10 @@ def safe_traceback(exc: BaseException) -> str:
 # Loggers that write request lines: Werkzeug's server (`crm dev`) and gunicorn's access log.
 REQUEST_LOGGERS = ("werkzeug", "gunicorn.access")
 _QUERY = re.compile(r"\?([^\s\"]*)")
+# A public path's token: the segment after /u/, /preferences/, /confirm/, /o/ or /c/ where the path
+# begins (after the method, a quote, or a URL's host), so /campaigns/3/... is left alone.
+TOKEN_PATHS = ("u", "preferences", "confirm", "o", "c")
+_TOKEN = re.compile(r"((?:^|[\s\"]|//[^/\s\"]+)/(?:" + "|".join(TOKEN_PATHS) + r"))/[^/\s?\"]+")
 
 
 def redact_query(query: str) -> str:
@@ -115,21 +122,23 @@ def redact_query(query: str) -> str:
 
 
 def redact_request_line(line: str) -> str:
-    """A request line or URL with its query string redacted (redact_query)."""
-    return _QUERY.sub(lambda match: "?" + redact_query(match.group(1)), line)
+    """A request line or URL with its query string redacted (redact_query) and a public path's token withheld."""
+    if "?" in line:
+        line = _QUERY.sub(lambda match: "?" + redact_query(match.group(1)), line)
+    return _TOKEN.sub(r"\1/…", line)
 
 
 def _redact_request(record: logging.LogRecord) -> None:
     args = record.args
     if isinstance(args, tuple):  # Werkzeug: '"%s" %s %s' % (request line, status, size)
-        record.args = tuple(redact_request_line(a) if isinstance(a, str) and "?" in a else a for a in args)
+        record.args = tuple(redact_request_line(a) if isinstance(a, str) else a for a in args)
     elif isinstance(args, dict):  # gunicorn: the atoms of access_log_format, in its own dict class
         for key, value in list(args.items()):
             if key == "q" and isinstance(value, str):
                 args[key] = redact_query(value)
-            elif isinstance(value, str) and "?" in value:  # the request line, the referer, RAW_URI...
+            elif isinstance(value, str) and "/" in value:  # the request line, the path, the referer, RAW_URI...
                 args[key] = redact_request_line(value)
-    if isinstance(record.msg, str) and "?" in record.msg and not args:
+    if isinstance(record.msg, str) and not args:
         record.msg = redact_request_line(record.msg)
 
 

@@ -168,3 +168,39 @@ def test_gunicorns_access_log_withholds_query_values_in_the_request_line_and_ref
         logger.access_log.removeHandler(handler)
     assert len(written) == 1 and "/api/v1/people?filter=…&page=2&q=…" in written[0], written
     assert "ada.secret" not in written[0] and "%40" not in written[0]
+
+
+def test_public_paths_tokens_are_withheld_from_request_lines(app, caplog):
+    """An unsubscribe, preference, confirmation or tracking token is a capability: the request log
+    shows the path with the token withheld (the dev server's log here; gunicorn's goes through the
+    same record factory), and paths that merely contain such a segment are left alone."""
+    import http.client
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from campaigns.tokens import make_unsubscribe_token
+    from crm.logs import redact_request_line
+
+    token = make_unsubscribe_token(4242)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with caplog.at_level(logging.INFO, logger="werkzeug"):
+            for path in (f"/u/{token}", f"/preferences/{token}", f"/confirm/{token}", f"/o/{token}",
+                         f"/c/{token}/1"):
+                conn = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=10)
+                conn.request("GET", path)
+                conn.getresponse().read()
+                conn.close()
+    finally:
+        server.shutdown()
+        thread.join()
+    lines = [r.getMessage() for r in caplog.records if r.name == "werkzeug"]
+    assert len(lines) == 5 and not any(token in line for line in lines), lines
+    assert any("GET /u/… HTTP" in line for line in lines) and any("GET /c/…/1 HTTP" in line for line in lines)
+    assert redact_request_line(f"https://crm.example.org/preferences/{token}?a=b") == (
+        "https://crm.example.org/preferences/…?a=…")
+    assert redact_request_line("GET /campaigns/3/c/5 HTTP/1.1") == "GET /campaigns/3/c/5 HTTP/1.1"
+    assert redact_request_line("GET /petitions/u HTTP/1.1") == "GET /petitions/u HTTP/1.1"
