@@ -43,7 +43,7 @@ from sqlalchemy.exc import OperationalError
 
 from crm.extensions import db
 from crm.models import FeedbackEvent, FeedbackIntake, utcnow
-from feedback.apply import apply_feedback, check_complaint_rate, record_deliveries, split_deliveries
+from feedback.apply import Batch, apply_feedback, check_complaint_rate, record_deliveries, split_deliveries
 from feedback.deliveries import flush as flush_deliveries
 from feedback.deliveries import record as record_to_stream
 from feedback.types import Feedback
@@ -218,7 +218,10 @@ def _apply_batch(size: int, claimed: list[int], result: IntakeResult) -> int:
     if not rows:
         db.session.commit()
         return 0
-    applied = [(row.kind, apply_feedback(_feedback(row), commit=False)) for row in rows]
+    feedback = [_feedback(row) for row in rows]
+    batch = Batch.of(feedback)  # the batch's messages in one query; its engagement events in one INSERT
+    applied = [(fb.kind, apply_feedback(fb, commit=False, batch=batch)) for fb in feedback]
+    batch.write()
     db.session.commit()
     for _, outcome in applied:
         result.outcomes[outcome.outcome] = result.outcomes.get(outcome.outcome, 0) + 1
