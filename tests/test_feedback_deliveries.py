@@ -144,3 +144,16 @@ def test_a_complaint_behind_many_bounces_is_applied_in_the_first_batch(client, h
     intake.apply_waiting(batch=10, max_batches=1)
     assert count(FeedbackIntake, FeedbackIntake.hard.is_(True)) == 0
     assert count(FeedbackIntake) == 11  # the last six hard bounces, then the four oldest soft ones
+
+
+def test_the_periodic_task_flushes_the_deliveries(client, hooks_app):
+    """Without the kick job (lost, or Redis away when it was due), a worker's periodic task stamps them."""
+    from workers.periodic import PERIODIC, run_due
+
+    message = sent_message()
+    post_sendgrid(client, hooks_app, [sendgrid_event(message, "delivered")])
+    get_redis().delete(intake.KICK_KEY, "crm:periodic:flush-feedback-deliveries")
+    ran = run_due(hooks_app, get_redis(), "test-worker",
+                  tuple(t for t in PERIODIC if t.name == "flush-feedback-deliveries"))
+    assert ran == ["flush-feedback-deliveries"]
+    assert delivered([message])[0] is not None and deliveries.waiting() == 0
