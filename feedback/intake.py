@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from redis import RedisError
@@ -240,8 +241,11 @@ def _mark_failed(intake_id: int, exc: Exception) -> None:
 
 
 def apply_waiting(*, batch: int = BATCH, max_batches: int | None = None, max_seconds: float | None = None,
-                  into: IntakeResult | None = None) -> IntakeResult:
-    """Apply what waits in the intake, a batch per transaction, until it is empty or a limit is met."""
+                  into: IntakeResult | None = None, between: Callable[[], object] | None = None) -> IntakeResult:
+    """Apply what waits in the intake, a batch per transaction, until it is empty or a limit is met.
+
+    `between` runs after each batch that applied rows: the workers flush a batch of deliveries
+    there (between_batches), so a long backlog of bounces does not hold the deliveries back."""
     result = into or IntakeResult()
     deadline = time.monotonic() + max_seconds if max_seconds is not None else None
     batches, singles = 0, 0
@@ -276,6 +280,13 @@ def apply_waiting(*, batch: int = BATCH, max_batches: int | None = None, max_sec
         if not found:
             result.more = False
             return result
+        if between is not None:
+            between()
+
+
+def between_batches() -> None:
+    """What a worker does between two intake batches: stamp one batch of streamed deliveries."""
+    flush_deliveries(max_batches=1)
 
 
 def run_queued() -> IntakeResult:
@@ -285,7 +296,7 @@ def run_queued() -> IntakeResult:
 
     redis = get_redis()
     flush_deliveries(redis)
-    result = apply_waiting(max_seconds=JOB_SECONDS)
+    result = apply_waiting(max_seconds=JOB_SECONDS, between=between_batches)
     flush_deliveries(redis)
     if result.more:
         redis.set(KICK_KEY, "1", ex=KICK_SECONDS)
@@ -294,7 +305,7 @@ def run_queued() -> IntakeResult:
     redis.delete(KICK_KEY)
     # A request that committed rows after our last claim found the key still set and enqueued
     # nothing: whatever it queued is taken now (a request after the delete enqueues its own job).
-    result = apply_waiting(max_seconds=JOB_SECONDS, into=result)
+    result = apply_waiting(max_seconds=JOB_SECONDS, into=result, between=between_batches)
     flush_deliveries(redis)
     return result
 

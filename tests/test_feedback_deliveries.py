@@ -157,3 +157,14 @@ def test_the_periodic_task_flushes_the_deliveries(client, hooks_app):
                   tuple(t for t in PERIODIC if t.name == "flush-feedback-deliveries"))
     assert ran == ["flush-feedback-deliveries"]
     assert delivered([message])[0] is not None and deliveries.waiting() == 0
+
+
+def test_deliveries_are_stamped_between_intake_batches(client, hooks_app):
+    """A backlog of bounces does not hold the deliveries back: the worker stamps them after each batch."""
+    messages = [sent_message() for _ in range(4)]
+    post_sendgrid(client, hooks_app, [sendgrid_event(m, "bounce", status="5.1.1", type="bounce", reason="550 no")
+                                      for m in messages[:3]] + [sendgrid_event(messages[3], "delivered")])
+    get_redis().delete(intake.KICK_KEY)
+    result = intake.apply_waiting(batch=1, max_batches=1, between=intake.between_batches)
+    assert result.claimed == 1 and result.more
+    assert delivered([messages[3]])[0] is not None and deliveries.waiting() == 0

@@ -61,10 +61,11 @@ def _fetch_bounce_mailbox() -> object:
 
 
 def _apply_feedback_intake() -> object:
-    from feedback.intake import apply_waiting
+    from feedback.intake import apply_waiting, between_batches
 
     # Bounded like the tracking flush; the queued job (feedback/intake.py) does the bulk of it.
-    return apply_waiting(max_batches=20)
+    # Streamed deliveries are stamped between the batches: the worker runs no other task meanwhile.
+    return apply_waiting(max_batches=20, between=between_batches)
 
 
 def _flush_deliveries() -> object:
