@@ -14,8 +14,8 @@ and made afresh; Redis BENCH_FEEDBACK_REDIS_URL, default db 11 (each bench has i
    processes apply the feedback intake as it fills (feedback/intake.py), on the same machine;
    load processes with keep-alive connections run /healthz for `seconds`, then the SES burst,
    then the SendGrid burst.
-3. After the bursts, the workers are given until the intake is empty (how long it took is
-   reported); then counted: messages with delivered_at, feedback_event rows per kind, and the
+3. After the bursts, the workers are given until the intake and the delivery stream are empty
+   (how long each took is reported); then counted: messages with delivered_at, feedback_event rows per kind, and the
    supporters' statuses, against what was sent; every answer must have been 200, and no intake
    row may be left or set aside as failed.
 4. Mailbox: `mailbox` Postfix DSNs for other messages are put into a Dovecot started for the
@@ -306,23 +306,42 @@ class Workers:
         return sum(Path(log.name).read_text(errors="replace").count("Traceback") for log in self.logs)
 
 
-def wait_for_intake(app, seconds: float = 900.0) -> tuple[int, float, int]:
-    """(rows waiting when called, seconds until none waited, rows set aside as failed)."""
+def wait_for_intake(app, seconds: float = 900.0) -> tuple[int, float, int, int, float]:
+    """(rows waiting when called, seconds until none waited, rows set aside as failed, deliveries
+    waiting in the stream when called, seconds until the stream was empty)."""
     from crm.extensions import db
+    from feedback.deliveries import waiting as deliveries_waiting
     from feedback.intake import backlog
 
     started = time.perf_counter()
+    intake_s = stream_s = None
     with app.app_context():
-        first = None
+        first = first_stream = None
         while True:
             waiting, failed = backlog()
             db.session.commit()
+            streamed = deliveries_waiting()
             first = waiting if first is None else first
-            if not waiting or time.perf_counter() - started > seconds:
+            first_stream = streamed if first_stream is None else first_stream
+            if not waiting and intake_s is None:
+                intake_s = time.perf_counter() - started
+            if not streamed and stream_s is None:
+                stream_s = time.perf_counter() - started
+            if (intake_s is not None and stream_s is not None) or time.perf_counter() - started > seconds:
                 break
             time.sleep(0.1)
         db.session.remove()
-    return first, time.perf_counter() - started, failed
+    over = time.perf_counter() - started
+    return first, intake_s if intake_s is not None else over, failed, first_stream, \
+        stream_s if stream_s is not None else over
+
+
+def load_average() -> str:
+    """The 1-minute load average now (the machine is shared: every figure is read with it)."""
+    try:
+        return Path("/proc/loadavg").read_text().split()[0]
+    except OSError:
+        return "?"
 
 
 def mailbox_phase(settings, app, campaign_id, rows) -> dict:
@@ -396,10 +415,15 @@ def run(argv: list[str] | None = None):
     server = Gunicorn(SigningSettings(workers=settings.workers, threads=settings.threads), env)
     workers = Workers(settings.apply_workers, env, folder)
     try:
+        loads = {"start": load_average()}
         hello, hello_s = run_phase(settings, server.port, "hello")
+        loads["healthz"] = load_average()
         ses_run, ses_s = run_phase(settings, server.port, "post", payloads["ses_path"])
+        loads["ses"] = load_average()
         sg_run, sg_s = run_phase(settings, server.port, "post", payloads["sendgrid_path"])
-        backlog_left, drain_s, failed = wait_for_intake(app)
+        loads["sendgrid"] = load_average()
+        backlog_left, drain_s, failed, stream_left, stream_s = wait_for_intake(app)
+        loads["drained"] = load_average()
         problems = server.problems() + workers.problems()
     finally:
         workers.stop()
@@ -417,6 +441,7 @@ def run(argv: list[str] | None = None):
     notes = (f"counts {counts}; expected {exp}; non-200 {non_200 or 'none'}; server and worker errors {problems}; "
              f"intake rows failed {failed}")
     queued = exp["hard"] + exp["soft"] + exp["complaint"]
+    after_burst = f" ({backlog_left / drain_s:,.0f} events/s after the burst)" if backlog_left and drain_s else ""
     rows_out = [
         {"case": "/healthz (same gunicorn)", "value": f"{hello_rate:,.0f}", "unit": "req/s",
          "notes": f"{settings.workers} gthread workers x {settings.threads}"},
@@ -430,7 +455,11 @@ def run(argv: list[str] | None = None):
         {"case": f"intake applied by {settings.apply_workers} worker(s)",
          "value": f"{queued / (ses_s + sg_s + drain_s):,.0f}", "unit": "events/s",
          "notes": f"{queued:,} bounces and complaints queued; {backlog_left:,} still waiting when the burst ended, "
-                  f"applied {drain_s:.1f}s later"},
+                  f"applied {drain_s:.1f}s later{after_burst}"},
+        {"case": "deliveries flushed from the stream", "value": f"{stream_left:,}", "unit": "waiting",
+         "notes": f"when the burst ended; the stream was empty {stream_s:.1f}s later"},
+        {"case": "load average (1 min)", "value": loads["ses"], "unit": "after SES",
+         "notes": ", ".join(f"{k} {v}" for k, v in loads.items())},
     ]
     if mailbox:
         rows_out.append({"case": f"bounce mailbox, {settings.mailbox:,} DSNs (IMAP, Dovecot)",

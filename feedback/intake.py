@@ -4,8 +4,10 @@ Why: a bounce or complaint is about nine statements and a durable commit in appl
 (about 15 ms on the bench machine), and a relay's burst is thousands of them. So the request
 authenticates and parses as before (feedback/providers/), then accept():
 
-- deliveries that carry our ref or Message-ID are stamped at once (apply.record_deliveries:
-  one relaxed autocommit UPDATE each, idempotent by its own WHERE delivered_at IS NULL);
+- deliveries that carry our ref or Message-ID go to a Redis stream in one round trip, and the
+  workers stamp them in batches (feedback/deliveries.py); with Redis away, the request stamps
+  them itself (apply.record_deliveries: one relaxed autocommit UPDATE each, idempotent by its
+  own WHERE delivered_at IS NULL);
 - everything else but delays (which change nothing) is written in ONE durable multi-row
   INSERT ... ON CONFLICT (provider, event_id) DO NOTHING, which also skips events that
   feedback_event holds already (a provider retrying after the apply); the provider is answered
@@ -20,7 +22,7 @@ twice (a retry that arrived after the apply), an event meets feedback_event's un
 changes nothing. A row that fails on its own (a bug meeting an odd payload) is kept with
 failed_at and its error class, skipped from then on, and counted on the list-health page.
 
-Promptly: after a commit that queued rows, the request enqueues the apply job unless one is
+Promptly: after a commit that queued rows (or streamed deliveries), the request enqueues the apply job unless one is
 queued or running (a Redis key set with NX; the job deletes it when it finds the intake
 empty, and it expires after KICK_SECONDS in case the job was lost); every worker also sweeps
 the intake as a periodic task, every FEEDBACK_INTAKE_SWEEP_SECONDS. A complaint applied by the
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from redis import RedisError
@@ -41,7 +44,9 @@ from sqlalchemy.exc import OperationalError
 
 from crm.extensions import db
 from crm.models import FeedbackEvent, FeedbackIntake, utcnow
-from feedback.apply import apply_feedback, check_complaint_rate, record_deliveries, split_deliveries
+from feedback.apply import Batch, apply_feedback, check_complaint_rate, record_deliveries, split_deliveries
+from feedback.deliveries import flush as flush_deliveries
+from feedback.deliveries import record as record_to_stream
 from feedback.types import Feedback
 
 log = logging.getLogger(__name__)
@@ -53,6 +58,7 @@ JOB_SECONDS = 60.0  # one job applies for this long, then hands over to a fresh 
 _INTAKE = FeedbackIntake.__table__
 _FIELDS = ("provider", "event_id", "kind", "address", "message_ref", "message_id", "hard", "status", "detail",
            "occurred_at", "ref_needs_address")
+_INSERTED = (*_FIELDS, "priority")
 
 
 @dataclass(frozen=True)
@@ -72,20 +78,46 @@ def _row(fb: Feedback, now) -> dict:
             "address": (fb.address or "")[:320] or None, "message_ref": (fb.message_ref or "")[:200] or None,
             "message_id": (fb.message_id or "")[:1000] or None, "hard": bool(fb.hard), "status": fb.status[:20],
             "detail": fb.detail[:2000], "occurred_at": fb.occurred_at, "ref_needs_address": bool(fb.ref_needs_address),
-            "received_at": now}
+            "priority": priority(fb), "received_at": now}
+
+
+def priority(fb: Feedback) -> int:
+    """The order a worker applies the intake in: complaints (0), then hard bounces (1), then the rest (2).
+
+    A complaint must stop the mail within seconds even behind a burst of bounces; a hard bounce
+    stops mail to a dead address, which matters to the sender's reputation more than a soft one."""
+    if fb.kind == "complaint":
+        return 0
+    return 1 if fb.kind == "bounce" and fb.hard else 2
 
 
 def accept(feedback: list[Feedback]) -> Accepted:
     """Take a request's feedback: deliveries stamped, the rest queued durably; commits, then kicks the worker."""
     deliveries, rest = split_deliveries(feedback)
     waiting = [fb for fb in rest if fb.kind != "delay"]
-    record_deliveries(deliveries)
+    streamed = _stream(deliveries)
     queued = _insert(waiting)
     db.session.commit()
-    if queued:
+    if queued or streamed:
         kick()
     return Accepted(received=len(feedback), queued=queued, duplicates=len(waiting) - queued,
                     deliveries=len(deliveries))
+
+
+def _stream(deliveries: list[dict]) -> bool:
+    """Hand the deliveries to the workers through the Redis stream (feedback/deliveries.py); True
+    if they went. With Redis away they are stamped here and now, as before, so none is lost."""
+    from crm.redis_conn import get_redis
+
+    if not deliveries:
+        return False
+    try:
+        record_to_stream(get_redis(), deliveries)
+        return True
+    except RedisError as exc:
+        log.warning("feedback: deliveries not streamed (%s); stamped in the request", type(exc).__name__)
+        record_deliveries(deliveries)
+        return False
 
 
 # PostgreSQL: the request's rows in one statement over arrays (one round trip, one durable commit
@@ -94,15 +126,15 @@ def accept(feedback: list[Feedback]) -> Accepted:
 # DO NOTHING also takes a batch that names one event twice).
 _INSERT_PG = text(
     "INSERT INTO feedback_intake (provider, event_id, kind, address, message_ref, message_id, hard, status, "
-    "detail, occurred_at, ref_needs_address, received_at, error) "
+    "detail, occurred_at, ref_needs_address, priority, received_at, error) "
     "SELECT v.provider, v.event_id, v.kind, v.address, v.message_ref, v.message_id, v.hard, v.status, v.detail, "
-    "v.occurred_at, v.ref_needs_address, :now, '' "
+    "v.occurred_at, v.ref_needs_address, v.priority, :now, '' "
     "FROM unnest(CAST(:provider AS text[]), CAST(:event_id AS text[]), CAST(:kind AS text[]), "
     "CAST(:address AS text[]), CAST(:message_ref AS text[]), CAST(:message_id AS text[]), "
     "CAST(:hard AS boolean[]), CAST(:status AS text[]), CAST(:detail AS text[]), "
-    "CAST(:occurred_at AS timestamptz[]), CAST(:ref_needs_address AS boolean[])) "
+    "CAST(:occurred_at AS timestamptz[]), CAST(:ref_needs_address AS boolean[]), CAST(:priority AS smallint[])) "
     "AS v(provider, event_id, kind, address, message_ref, message_id, hard, status, detail, occurred_at, "
-    "ref_needs_address) "
+    "ref_needs_address, priority) "
     "WHERE NOT EXISTS (SELECT 1 FROM feedback_event e WHERE e.provider = v.provider AND e.event_id = v.event_id) "
     "ON CONFLICT (provider, event_id) DO NOTHING").bindparams(bindparam("now", type_=db.DateTime(timezone=True)))
 _SQLITE_CHUNK = 500  # rows per multi-row INSERT: 14 columns stay far below SQLite's variable limit
@@ -115,7 +147,7 @@ def _insert(waiting: list[Feedback]) -> int:
     now = utcnow()
     rows = [_row(fb, now) for fb in waiting]
     if db.engine.dialect.name == "postgresql":
-        params = {name: [row[name] for row in rows] for name in _FIELDS}
+        params = {name: [row[name] for row in rows] for name in _INSERTED}
         with db.engine.connect() as conn:
             return conn.execution_options(isolation_level="AUTOCOMMIT").execute(_INSERT_PG, {**params, "now": now}
                                                                                ).rowcount
@@ -156,9 +188,13 @@ class IntakeResult:
 
 
 def _claim(size: int) -> list:
-    """Delete up to `size` waiting rows, oldest first, and return them (in the caller's transaction)."""
+    """Delete up to `size` waiting rows, complaints first, then hard bounces, then the rest, oldest
+    first in each, and return them (in the caller's transaction).
+
+    The order is ix_feedback_intake_waiting's (priority, id), partial on failed_at IS NULL, so the
+    claim reads the first `size` entries of the index and sorts nothing, however long the intake."""
     oldest = (select(FeedbackIntake.id).where(FeedbackIntake.failed_at.is_(None))
-              .order_by(FeedbackIntake.id).limit(size))
+              .order_by(FeedbackIntake.priority, FeedbackIntake.id).limit(size))
     if db.engine.dialect.name == "postgresql":
         oldest = oldest.with_for_update(skip_locked=True)
     rows = db.session.execute(
@@ -183,7 +219,10 @@ def _apply_batch(size: int, claimed: list[int], result: IntakeResult) -> int:
     if not rows:
         db.session.commit()
         return 0
-    applied = [(row.kind, apply_feedback(_feedback(row), commit=False)) for row in rows]
+    feedback = [_feedback(row) for row in rows]
+    batch = Batch.of(feedback)  # the batch's messages in one query; its engagement events in one INSERT
+    applied = [(fb.kind, apply_feedback(fb, commit=False, batch=batch)) for fb in feedback]
+    batch.write()
     db.session.commit()
     for _, outcome in applied:
         result.outcomes[outcome.outcome] = result.outcomes.get(outcome.outcome, 0) + 1
@@ -202,8 +241,11 @@ def _mark_failed(intake_id: int, exc: Exception) -> None:
 
 
 def apply_waiting(*, batch: int = BATCH, max_batches: int | None = None, max_seconds: float | None = None,
-                  into: IntakeResult | None = None) -> IntakeResult:
-    """Apply what waits in the intake, a batch per transaction, until it is empty or a limit is met."""
+                  into: IntakeResult | None = None, between: Callable[[], object] | None = None) -> IntakeResult:
+    """Apply what waits in the intake, a batch per transaction, until it is empty or a limit is met.
+
+    `between` runs after each batch that applied rows: the workers flush a batch of deliveries
+    there (between_batches), so a long backlog of bounces does not hold the deliveries back."""
     result = into or IntakeResult()
     deadline = time.monotonic() + max_seconds if max_seconds is not None else None
     batches, singles = 0, 0
@@ -238,6 +280,13 @@ def apply_waiting(*, batch: int = BATCH, max_batches: int | None = None, max_sec
         if not found:
             result.more = False
             return result
+        if between is not None:
+            between()
+
+
+def between_batches() -> None:
+    """What a worker does between two intake batches: stamp one batch of streamed deliveries."""
+    flush_deliveries(max_batches=1)
 
 
 def run_queued() -> IntakeResult:
@@ -245,8 +294,10 @@ def run_queued() -> IntakeResult:
     from crm.queues import APPLY_FEEDBACK, queue
     from crm.redis_conn import get_redis
 
-    result = apply_waiting(max_seconds=JOB_SECONDS)
     redis = get_redis()
+    flush_deliveries(redis)
+    result = apply_waiting(max_seconds=JOB_SECONDS, between=between_batches)
+    flush_deliveries(redis)
     if result.more:
         redis.set(KICK_KEY, "1", ex=KICK_SECONDS)
         queue("default").enqueue(APPLY_FEEDBACK, result_ttl=60, failure_ttl=7 * 24 * 3600)
@@ -254,7 +305,9 @@ def run_queued() -> IntakeResult:
     redis.delete(KICK_KEY)
     # A request that committed rows after our last claim found the key still set and enqueued
     # nothing: whatever it queued is taken now (a request after the delete enqueues its own job).
-    return apply_waiting(max_seconds=JOB_SECONDS, into=result)
+    result = apply_waiting(max_seconds=JOB_SECONDS, into=result, between=between_batches)
+    flush_deliveries(redis)
+    return result
 
 
 def backlog() -> tuple[int, int]:

@@ -3,10 +3,11 @@ the blueprint is exempt from the CSRF check (like the RFC 8058 one-click endpoin
 module authenticates its requests its own documented way instead.
 
 The request parses and authenticates, then hands what it carried to the intake
-(feedback/intake.py: accept): deliveries that name their message are stamped at once, and the
-rest is written in one durable multi-row INSERT into feedback_intake, unique per provider and
-event id, before the provider is answered 200. A worker applies the intake with
-apply_feedback() (the request enqueues the job; every worker also sweeps it periodically), so a
+(feedback/intake.py: accept): deliveries that name their message go to a Redis stream for the
+workers to stamp (feedback/deliveries.py; stamped here if Redis is away), and the rest is
+written in one durable multi-row INSERT into feedback_intake, unique per provider and event id,
+before the provider is answered 200. A worker applies the intake with apply_feedback(),
+complaints first (the request enqueues the job; every worker also sweeps it periodically), so a
 `crm worker` must run for bounces and complaints to take effect: with a free worker and a short
 intake, within about a second of the request (a burst of thousands takes longer; the list-health
 page counts what waits). A complaint stops a campaign that is sending now: its commit is

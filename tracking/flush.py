@@ -1,13 +1,13 @@
 """The flush: tracked hits from the Redis stream into engagement_event and the message rows.
 
-Each run reads batches through the stream's consumer group: first what this consumer read
-before and never acknowledged (its previous run died between reading and committing), then
-entries another consumer has held for longer than `claim_idle_seconds` (that worker died), then
-new entries. A batch is written in one transaction and acknowledged (XACK, then XDEL to keep
-the stream short) only after the commit. A crash before the commit leaves the entries pending,
-to be written by the next run; a crash after the commit and before the XACK makes the next run
-write them again, which ON CONFLICT (event_key) DO NOTHING turns into nothing. So every hit is
-recorded once.
+Each run reads batches through the stream's consumer group (crm/streams.py, shared with the
+delivery flush): first what this consumer read before and never acknowledged (its previous run
+died between reading and committing), then entries another consumer has held for longer than
+`claim_idle_seconds` (that worker died), then new entries. A batch is written in one
+transaction and acknowledged (XACK, then XDEL to keep the stream short) only after the
+commit. A crash before the commit leaves the entries pending, to be written by the next run; a
+crash after the commit and before the XACK makes the next run write them again, which
+ON CONFLICT (event_key) DO NOTHING turns into nothing. So every hit is recorded once.
 
 First-open and first-click times are the earliest human ones: `LEAST` of what the row has and
 what the batch brings, written as a CASE so SQLite and PostgreSQL read it the same way.
@@ -23,16 +23,14 @@ are worked out again from the human events left.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from redis import Redis
-from redis.exceptions import ResponseError
 from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.dialects import sqlite
 
+from crm import streams
 from crm.extensions import db
 from crm.models import CampaignLink, EngagementEvent, Message
 from crm.redis_conn import get_redis
@@ -65,63 +63,26 @@ class FlushResult:
 
 def consumer_name() -> str:
     """This process's name in the consumer group: a restarted worker is a new consumer."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    return streams.consumer_name()
 
 
 def ensure_group(redis: Redis) -> None:
-    try:
-        redis.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
-    except ResponseError as exc:
-        if "BUSYGROUP" not in str(exc):
-            raise
+    streams.ensure_group(redis, STREAM, GROUP)
 
 
 def flush(redis: Redis | None = None, *, batch: int = BATCH, consumer: str | None = None,
           claim_idle_seconds: float = CLAIM_IDLE_SECONDS, max_batches: int | None = None) -> FlushResult:
     """Write every recorded hit to the database; returns what was read and written."""
     redis = redis or get_redis()
-    consumer = consumer or consumer_name()
-    ensure_group(redis)
     result = FlushResult()
-    batches = 0
-    own_pending = True
-    claim_from = "0-0"
-    while max_batches is None or batches < max_batches:
-        entries: list = []
-        if own_pending:
-            entries = _entries(redis.xreadgroup(GROUP, consumer, {STREAM: "0"}, count=batch))
-            own_pending = bool(entries)
-        if not entries and claim_from is not None:
-            reply = redis.xautoclaim(STREAM, GROUP, consumer, int(claim_idle_seconds * 1000),
-                                     start_id=claim_from, count=batch)
-            next_id, entries = reply[0], list(reply[1])
-            next_id = next_id.decode() if isinstance(next_id, bytes) else next_id
-            claim_from = None if next_id == "0-0" else next_id
-        if not entries:
-            entries = _entries(redis.xreadgroup(GROUP, consumer, {STREAM: ">"}, count=batch))
-        if not entries:
-            break
-        write_batch(entries, result, redis)
-        ids = [entry_id for entry_id, _ in entries]
-        pipe = redis.pipeline(transaction=False)
-        pipe.xack(STREAM, GROUP, *ids)
-        pipe.xdel(STREAM, *ids)
-        pipe.execute()
-        batches += 1
+    streams.read_batches(redis, STREAM, GROUP, lambda entries: write_batch(entries, result, redis), batch=batch,
+                         consumer=consumer, claim_idle_seconds=claim_idle_seconds, max_batches=max_batches)
     return result
-
-
-def _entries(reply) -> list:
-    if not reply:
-        return []
-    # A pending entry deleted meanwhile comes back without fields: kept, so it is acknowledged (and skipped).
-    return list(reply[0][1])
 
 
 def _hit(entry_id, fields: dict) -> Hit | None:
     """A stream entry as a Hit, or None for one that does not parse (written by something else)."""
-    get = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-           for k, v in (fields or {}).items()}.get
+    get = streams.fields_of(fields).get
     try:
         index = get("i")
         return Hit(key=entry_id.decode() if isinstance(entry_id, bytes) else entry_id, kind=get("k"),

@@ -61,10 +61,18 @@ def _fetch_bounce_mailbox() -> object:
 
 
 def _apply_feedback_intake() -> object:
-    from feedback.intake import apply_waiting
+    from feedback.intake import apply_waiting, between_batches
 
     # Bounded like the tracking flush; the queued job (feedback/intake.py) does the bulk of it.
-    return apply_waiting(max_batches=20)
+    # Streamed deliveries are stamped between the batches: the worker runs no other task meanwhile.
+    return apply_waiting(max_batches=20, between=between_batches)
+
+
+def _flush_deliveries() -> object:
+    from feedback.deliveries import flush
+
+    # Bounded like the tracking flush (a batch is 5,000 deliveries); the kick job takes them too.
+    return flush(max_batches=20)
 
 
 def _refresh_reports() -> object:
@@ -127,6 +135,9 @@ PERIODIC = (
     # Webhook feedback the queued job missed (a lost job, Redis away when the request came).
     Periodic("apply-feedback-intake", lambda config: float(config["FEEDBACK_INTAKE_SWEEP_SECONDS"]),
              _apply_feedback_intake),
+    # Relays' delivery receipts streamed by the webhooks (feedback/deliveries.py) reach message.delivered_at.
+    Periodic("flush-feedback-deliveries", lambda config: float(config["FEEDBACK_INTAKE_SWEEP_SECONDS"]),
+             _flush_deliveries),
     # The bounce mailbox, every few minutes when BOUNCE_MAILBOX_URL is set.
     Periodic("fetch-bounce-mailbox", _mailbox_interval, _fetch_bounce_mailbox),
     # Opens and clicks recorded in Redis reach engagement_event (and the segments) within seconds.

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, SmallInteger, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from crm.models.base import Base, utcnow
@@ -65,7 +65,13 @@ class FeedbackIntake(Base):
     """
 
     __tablename__ = "feedback_intake"
-    __table_args__ = (UniqueConstraint("provider", "event_id", name="uq_feedback_intake_provider_event_id"),)
+    __table_args__ = (
+        UniqueConstraint("provider", "event_id", name="uq_feedback_intake_provider_event_id"),
+        # The claim's order: complaints, then hard bounces, then the rest, oldest first in each;
+        # only rows still waiting (feedback/intake.py: _claim).
+        Index("ix_feedback_intake_waiting", "priority", "id", postgresql_where=text("failed_at IS NULL"),
+              sqlite_where=text("failed_at IS NULL")),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     provider: Mapped[str] = mapped_column(String(20))
@@ -79,6 +85,8 @@ class FeedbackIntake(Base):
     detail: Mapped[str] = mapped_column(Text, default="")
     occurred_at: Mapped[datetime | None]
     ref_needs_address: Mapped[bool] = mapped_column(default=False)
+    # 0 a complaint, 1 a hard bounce, 2 anything else: applied in that order (PRIORITY in feedback/intake.py).
+    priority: Mapped[int] = mapped_column(SmallInteger, default=2, server_default="2")
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     # Set when applying this row alone failed: it is kept for a person to look at, and skipped.
     failed_at: Mapped[datetime | None]
