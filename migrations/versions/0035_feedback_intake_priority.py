@@ -1,7 +1,7 @@
 """The feedback intake is applied complaints first, then hard bounces, then the rest
 
-Revision ID: 0033
-Revises: 0032
+Revision ID: 0035
+Revises: 0034
 Create Date: 2026-12-03 20:00:00
 
 feedback_intake.priority (0 complaint, 1 hard bounce, 2 the rest), set by the request that
@@ -13,8 +13,8 @@ from alembic import op
 import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
-revision = '0033'
-down_revision = '0032'
+revision = '0035'
+down_revision = '0034'
 branch_labels = None
 depends_on = None
 
