@@ -4,11 +4,8 @@ applied complaints first, then hard bounces, then the rest."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
-from sqlalchemy import func, select
 
 from crm.extensions import db
 from crm.models import FeedbackIntake, Message, Supporter
@@ -17,19 +14,10 @@ from feedback import deliveries, intake
 from tests import factories
 from tests import test_feedback_hooks as hooks
 from tests.factories import drain
-from tests.feedback_fixtures import sendgrid_headers, sent_message
-from tests.test_feedback_hooks import sendgrid_event
+from tests.feedback_fixtures import sent_message
+from tests.test_feedback_hooks import count, post_sendgrid, sendgrid_event
 
 sns, hooks_app, client = hooks.sns, hooks.hooks_app, hooks.client
-
-
-def count(model, *where) -> int:
-    return db.session.scalar(select(func.count()).select_from(model).where(*where))
-
-
-def post_sendgrid(client, app, events):
-    body = json.dumps(events).encode()
-    return client.post("/hooks/sendgrid", data=body, headers=sendgrid_headers(app.sendgrid_key, body))
 
 
 def delivered(messages) -> list:

@@ -90,6 +90,15 @@ def post_sns(client, doc):
         "x-amz-sns-message-id": doc.get("MessageId", ""), "User-Agent": "Amazon Simple Notification Service Agent"})
 
 
+def post_sendgrid(client, app, events):
+    body = json.dumps(events).encode()
+    return client.post("/hooks/sendgrid", data=body, headers=sendgrid_headers(app.sendgrid_key, body))
+
+
+def count(model, *where) -> int:
+    return db.session.scalar(select(func.count()).select_from(model).where(*where))
+
+
 # -- Amazon SES through SNS -----------------------------------------------------------------
 
 @pytest.mark.parametrize("version", ["1", "2"])

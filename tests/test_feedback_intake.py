@@ -3,10 +3,8 @@ apply_feedback() in batches, and every event is applied exactly once whatever re
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import select, text
 
 from crm.extensions import db
 from crm.models import ConsentEvent, FeedbackEvent, FeedbackIntake, Message, Supporter
@@ -15,20 +13,11 @@ from feedback import intake
 from tests import factories
 from tests import test_feedback_hooks as hooks
 from tests.factories import drain
-from tests.feedback_fixtures import sendgrid_headers, sent_message, ses_bounce, sns_notification
-from tests.test_feedback_hooks import post_sns, sendgrid_event
+from tests.feedback_fixtures import sent_message, ses_bounce, sns_notification
+from tests.test_feedback_hooks import count, post_sendgrid, post_sns, sendgrid_event
 
 # The webhook tests' fixtures: providers enabled with keys made for the test, an SNS certificate server.
 sns, hooks_app, client = hooks.sns, hooks.hooks_app, hooks.client
-
-
-def count(model, *where) -> int:
-    return db.session.scalar(select(func.count()).select_from(model).where(*where))
-
-
-def post_sendgrid(client, app, events):
-    body = json.dumps(events).encode()
-    return client.post("/hooks/sendgrid", data=body, headers=sendgrid_headers(app.sendgrid_key, body))
 
 
 def test_the_request_queues_and_a_worker_applies(client, hooks_app, sns):

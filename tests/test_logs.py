@@ -115,8 +115,8 @@ def test_a_failed_job_keeps_and_logs_no_data(app, caplog):
 FILTER_QUERY = "filter=email_address%20eq%20%27ada.secret%40example.net%27&page=2&q=ada.secret@example.net"
 
 
-def test_the_dev_servers_request_log_withholds_query_values(app, caplog):
-    """Werkzeug's request line (`crm dev`) keeps the path and parameter names, never an address in the query."""
+def dev_server_log(app, caplog, paths: list[str]) -> list[str]:
+    """GET each path from a real Werkzeug server (what `crm dev` runs); the request lines it logged."""
     import http.client
     import threading
 
@@ -127,14 +127,22 @@ def test_the_dev_servers_request_log_withholds_query_values(app, caplog):
     thread.start()
     try:
         with caplog.at_level(logging.INFO, logger="werkzeug"):
-            conn = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=10)
-            conn.request("GET", f"/healthz?{FILTER_QUERY}")
-            conn.getresponse().read()
-            conn.close()
+            for path in paths:
+                conn = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=10)
+                conn.request("GET", path)
+                conn.getresponse().read()
+                conn.close()
     finally:
         server.shutdown()
         thread.join()
-    lines = [r.getMessage() for r in caplog.records if r.name == "werkzeug"]
+    return [r.getMessage() for r in caplog.records if r.name == "werkzeug"]
+
+
+def test_the_dev_servers_request_log_withholds_query_values(app, caplog):
+    """Werkzeug's request line (`crm dev`) keeps the path and parameter names, never an address in the query."""
+
+
+    lines = dev_server_log(app, caplog, [f"/healthz?{FILTER_QUERY}"])
     assert any("/healthz?filter=…&page=2&q=…" in line for line in lines), lines
     assert not any("ada.secret" in line or "%40" in line for line in lines)
 
@@ -174,30 +182,14 @@ def test_public_paths_tokens_are_withheld_from_request_lines(app, caplog):
     """An unsubscribe, preference, confirmation or tracking token is a capability: the request log
     shows the path with the token withheld (the dev server's log here; gunicorn's goes through the
     same record factory), and paths that merely contain such a segment are left alone."""
-    import http.client
-    import threading
 
-    from werkzeug.serving import make_server
 
     from campaigns.tokens import make_unsubscribe_token
     from crm.logs import redact_request_line
 
     token = make_unsubscribe_token(4242)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        with caplog.at_level(logging.INFO, logger="werkzeug"):
-            for path in (f"/u/{token}", f"/preferences/{token}", f"/confirm/{token}", f"/o/{token}",
-                         f"/c/{token}/1"):
-                conn = http.client.HTTPConnection("127.0.0.1", server.server_port, timeout=10)
-                conn.request("GET", path)
-                conn.getresponse().read()
-                conn.close()
-    finally:
-        server.shutdown()
-        thread.join()
-    lines = [r.getMessage() for r in caplog.records if r.name == "werkzeug"]
+    lines = dev_server_log(app, caplog, [f"/u/{token}", f"/preferences/{token}", f"/confirm/{token}",
+                                         f"/o/{token}", f"/c/{token}/1"])
     assert len(lines) == 5 and not any(token in line for line in lines), lines
     assert any("GET /u/… HTTP" in line for line in lines) and any("GET /c/…/1 HTTP" in line for line in lines)
     assert redact_request_line(f"https://crm.example.org/preferences/{token}?a=b") == (
