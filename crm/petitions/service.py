@@ -476,24 +476,24 @@ _WORDING_VERSION = db.select(*_WORDING_COLUMNS).where(_wording.petition_id == db
                                                       _wording.version == db.bindparam("version"))
 
 
-def find_public(slug: str) -> PublicPetition | None:
-    """The petition the public may see at /p/<slug> (anything but a draft), as a snapshot."""
-    row = db.session.connection().execute(_PUBLIC_PETITION, {"slug": slug}).first()
+def _snapshot(statement, params: dict) -> PublicPetition | None:
+    """The one petition row `statement` finds, with its current wording, as a snapshot."""
+    row = db.session.connection().execute(statement, params).first()
     if row is None:
         return None
     n = len(_PUBLIC_COLUMNS)
     wording = Wording(*row[n:]) if row[n] is not None else None
     return PublicPetition(*row[:n], wording=wording)
+
+
+def find_public(slug: str) -> PublicPetition | None:
+    """The petition the public may see at /p/<slug> (anything but a draft), as a snapshot."""
+    return _snapshot(_PUBLIC_PETITION, {"slug": slug})
 
 
 def find_by_id(petition_id: int) -> PublicPetition | None:
     """The petition with this id as find_public gives it, drafts included (the caller checks its status)."""
-    row = db.session.connection().execute(_PETITION_BY_ID, {"petition_id": petition_id}).first()
-    if row is None:
-        return None
-    n = len(_PUBLIC_COLUMNS)
-    wording = Wording(*row[n:]) if row[n] is not None else None
-    return PublicPetition(*row[:n], wording=wording)
+    return _snapshot(_PETITION_BY_ID, {"petition_id": petition_id})
 
 
 def form_version(value) -> int | None:
