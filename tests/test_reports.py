@@ -17,9 +17,14 @@ STARTED = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 
 
 def event(message, kind: str, at: datetime, url: str = "", machine: bool = False) -> EngagementEvent:
+    """An engagement event, and the machine flag on its message as the tracking flush sets it."""
     row = EngagementEvent(message_id=message.id, supporter_id=message.supporter_id, campaign_id=message.campaign_id,
                           kind=kind, url=url, created_at=at, is_machine=machine)
     db.session.add(row)
+    if machine and kind == "open":
+        message.opened_by_machine = True
+    elif machine and kind == "click":
+        message.clicked_by_machine = True
     return row
 
 

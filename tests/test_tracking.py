@@ -325,6 +325,8 @@ def test_scanner_burst_is_flagged_not_dropped(send_app, smtp_server):
     for message in (scanned, proxied, reader):
         db.session.refresh(message)
     assert scanned.clicked_at is None and proxied.opened_at is None and reader.clicked_at is not None
+    assert scanned.clicked_by_machine and proxied.opened_by_machine and reader.clicked_by_machine
+    assert not scanned.opened_by_machine and not reader.opened_by_machine
 
     # Opens within seconds of delivery for several messages at once: an image proxy's prefetch.
     redis = get_redis()
@@ -337,6 +339,8 @@ def test_scanner_burst_is_flagged_not_dropped(send_app, smtp_server):
     assert len(burst) == 4 and all(e.is_machine for e in burst)
     counts = {e.message_id for e in burst}
     assert counts == {proxied.id, scanned.id, reader.id, quiet.id}
+    db.session.expire_all()
+    assert all(db.session.get(Message, m.id).opened_by_machine for m in (scanned, reader, quiet))
 
 
 def test_one_quick_reader_is_not_a_burst(send_app, smtp_server):
@@ -369,11 +373,13 @@ def test_a_scan_split_across_flushes_is_flagged_whole(send_app, smtp_server):
     flushing.flush()
     db.session.refresh(message)
     assert message.clicked_at is not None and not any(e.is_machine for e in events())
+    assert not message.clicked_by_machine
     _hit_at(campaign, message, "click", 62_500, 2)
     flushing.flush()
     db.session.expire_all()
     assert [e.is_machine for e in events()] == [True, True, True]
-    assert db.session.get(Message, message.id).clicked_at is None
+    message = db.session.get(Message, message.id)
+    assert message.clicked_at is None and message.clicked_by_machine
 
 
 def test_a_slow_sends_prefetches_are_flagged_once_they_make_a_burst(send_app, smtp_server):
@@ -393,6 +399,7 @@ def test_a_slow_sends_prefetches_are_flagged_once_they_make_a_burst(send_app, sm
     db.session.expire_all()
     assert [e.is_machine for e in events()] == [True, True, True]
     assert all(db.session.get(Message, m.id).opened_at is None for m in (first, second, third))
+    assert all(db.session.get(Message, m.id).opened_by_machine for m in (first, second, third))
     _hit_at(campaign, fourth, "open", 3000)
     _hit_at(campaign, fifth, "open", 3_600_000)
     flushing.flush()
@@ -400,6 +407,8 @@ def test_a_slow_sends_prefetches_are_flagged_once_they_make_a_burst(send_app, sm
     flags = {e.message_id: e.is_machine for e in events()}
     assert flags[fourth.id] and not flags[fifth.id]
     assert db.session.get(Message, fifth.id).opened_at is not None
+    assert db.session.get(Message, fourth.id).opened_by_machine
+    assert not db.session.get(Message, fifth.id).opened_by_machine
 
 
 # -- the flush survives dying ----------------------------------------------------------------

@@ -124,10 +124,11 @@ def write_batch(entries: list, result: FlushResult, redis: Redis | None = None) 
         rows.append({"message_id": hit.message_id, "supporter_id": messages[hit.message_id].supporter_id,
                      "campaign_id": hit.campaign_id, "kind": hit.kind, "url": url, "created_at": hit.at,
                      "is_machine": hit.is_machine, "link_index": hit.link_index, "event_key": hit.key})
+    newly_machine = [h for h in earlier if h.is_machine and h.key not in was_machine]
     if rows:
         _insert_events(rows)
-        _first_times(known)
-    _flag_earlier([h for h in earlier if h.is_machine and h.key not in was_machine])
+    _first_times(known, newly_machine)
+    _flag_earlier(newly_machine)
     db.session.commit()
     _remember_prefetches(redis, [h for h in at_delivery if not h.stored], sent_at, bursts)
     result.written += len(rows)
@@ -262,42 +263,71 @@ def _links(versions: set[tuple[int, int]]) -> dict[tuple[int, int], dict[int, st
     return out
 
 
-# The earliest human time per message, moved only earlier: concurrent flushes (two workers) may
-# commit in either order and the row still ends at the minimum. Runs after the inserts, in
-# their transaction; a batch written twice moves nothing the second time.
-# PostgreSQL: one UPDATE per batch and kind, joined to the batch's (id, time) pairs as arrays
-# (LEAST ignores NULL, so a first time is set and an earlier one kept). An executemany of one
-# UPDATE per message cost about 0.8 ms a row under the tracking bench's load (1,200 rows/s);
+# A message's engagement on its own row: the earliest human open and click, moved only earlier,
+# and whether a machine opened or clicked it, only ever set. Concurrent flushes (two workers)
+# may commit in either order and the row still ends at the minimum and the OR. Runs after the
+# inserts, in their transaction; a batch written twice changes nothing the second time.
+# PostgreSQL: one UPDATE per batch, joined to the batch's values per message as arrays (LEAST
+# ignores NULL, so a first time is set and an earlier one kept), touching only the rows it
+# changes, in id order, so two flushes lock shared rows in the same order. An executemany of
+# one UPDATE per message cost about 0.8 ms a row under the tracking bench's load (1,200 rows/s);
 # this one statement does a batch's few thousand in a few milliseconds per hundred.
-_FIRST_PG = {
-    kind: text(f"UPDATE message SET {column} = LEAST({column}, v.at) "
-               "FROM unnest(CAST(:ids AS integer[]), CAST(:ats AS timestamptz[])) AS v(id, at) "
-               f"WHERE message.id = v.id AND ({column} IS NULL OR {column} > v.at)")
-    for kind, column in (("open", "opened_at"), ("click", "clicked_at"))
-}
-# SQLite: the same rule per row (executemany in one transaction is fast there).
-_FIRST = {
-    kind: text(f"UPDATE message SET {column} = CASE WHEN {column} IS NULL OR {column} > :at THEN :at "
-               f"ELSE {column} END WHERE id = :mid")
-    .bindparams(bindparam("at", type_=db.DateTime(timezone=True)))
-    for kind, column in (("open", "opened_at"), ("click", "clicked_at"))
-}
+_FIRST_PG = text(
+    "UPDATE message SET opened_at = LEAST(opened_at, v.open_at), clicked_at = LEAST(clicked_at, v.click_at), "
+    "opened_by_machine = opened_by_machine OR v.open_machine, "
+    "clicked_by_machine = clicked_by_machine OR v.click_machine "
+    "FROM unnest(CAST(:ids AS integer[]), CAST(:open_at AS timestamptz[]), CAST(:click_at AS timestamptz[]), "
+    "CAST(:open_machine AS boolean[]), CAST(:click_machine AS boolean[])) "
+    "AS v(id, open_at, click_at, open_machine, click_machine) "
+    "WHERE message.id = v.id AND ((opened_at IS NULL AND v.open_at IS NOT NULL) OR opened_at > v.open_at "
+    "OR (clicked_at IS NULL AND v.click_at IS NOT NULL) OR clicked_at > v.click_at "
+    "OR (v.open_machine AND NOT opened_by_machine) OR (v.click_machine AND NOT clicked_by_machine))")
+# SQLite: the same rule per row (executemany in one transaction is fast there); its MIN() of a
+# NULL is NULL, hence the CASEs.
+_FIRST = text(
+    "UPDATE message SET "
+    "opened_at = CASE WHEN :open_at IS NOT NULL AND (opened_at IS NULL OR opened_at > :open_at) THEN :open_at "
+    "ELSE opened_at END, "
+    "clicked_at = CASE WHEN :click_at IS NOT NULL AND (clicked_at IS NULL OR clicked_at > :click_at) THEN :click_at "
+    "ELSE clicked_at END, "
+    "opened_by_machine = opened_by_machine OR :open_machine, clicked_by_machine = clicked_by_machine OR :click_machine "
+    "WHERE id = :mid").bindparams(bindparam("open_at", type_=db.DateTime(timezone=True)),
+                                  bindparam("click_at", type_=db.DateTime(timezone=True)))
 
 
-def _first_times(hits: list[Hit]) -> None:
-    for kind in ("open", "click"):
-        earliest: dict[int, datetime] = {}
-        for hit in hits:
-            if hit.kind == kind and not hit.is_machine:
-                if hit.message_id not in earliest or hit.at < earliest[hit.message_id]:
-                    earliest[hit.message_id] = hit.at
-        if not earliest:
-            continue
-        ordered = sorted(earliest.items())  # a fixed order: two flushes lock the same rows in the same order
-        if db.engine.dialect.name == "postgresql":
-            db.session.execute(_FIRST_PG[kind], {"ids": [mid for mid, _ in ordered], "ats": [at for _, at in ordered]})
+@dataclass
+class _Engaged:
+    open_at: datetime | None = None
+    click_at: datetime | None = None
+    open_machine: bool = False
+    click_machine: bool = False
+
+
+def _first_times(hits: list[Hit], newly_machine: list[Hit] = ()) -> None:
+    """Move the batch's messages' first human times and set their machine flags (one statement).
+
+    `newly_machine` are earlier events the batch showed to be a machine's: their flags are set
+    here, their first times worked out again by _flag_earlier."""
+    engaged: dict[int, _Engaged] = {}
+    for hit in hits:
+        row = engaged.setdefault(hit.message_id, _Engaged())
+        if hit.is_machine:
+            setattr(row, f"{hit.kind}_machine", True)
         else:
-            db.session.execute(_FIRST[kind], [{"mid": mid, "at": at} for mid, at in ordered])
+            first = getattr(row, f"{hit.kind}_at")
+            if first is None or hit.at < first:
+                setattr(row, f"{hit.kind}_at", hit.at)
+    for hit in newly_machine:
+        setattr(engaged.setdefault(hit.message_id, _Engaged()), f"{hit.kind}_machine", True)
+    if not engaged:
+        return
+    ordered = sorted(engaged.items())  # a fixed order: two flushes lock the same rows in the same order
+    if db.engine.dialect.name == "postgresql":
+        db.session.execute(_FIRST_PG, {"ids": [mid for mid, _ in ordered],
+                                       **{name: [getattr(row, name) for _, row in ordered]
+                                          for name in ("open_at", "click_at", "open_machine", "click_machine")}})
+    else:
+        db.session.execute(_FIRST, [{"mid": mid, **vars(row)} for mid, row in ordered])
 
 
 def _aware(value: datetime | None) -> datetime | None:

@@ -118,8 +118,13 @@ class Message(Base):
     error: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
+    # The first human open and click (tracking/flush.py), and whether a machine (an image
+    # proxy's prefetch, a link scanner) opened or clicked it too: the message's engagement
+    # flags, read from its own row by the exports and reports.
     opened_at: Mapped[datetime | None]
     clicked_at: Mapped[datetime | None]
+    opened_by_machine: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
+    clicked_by_machine: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
     # What the relay or the recipient's server reported afterwards (feedback/apply.py). The
     # status stays `sent` for a bounce reported later, so the campaign's counters stay final;
     # `bounced` is for a message the relay refused at once.
