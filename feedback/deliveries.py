@@ -48,13 +48,12 @@ class DeliveryFlush:
         return f"{self.read} read, {self.stamped} stamped, {self.skipped} skipped"
 
 
-def record(redis: Redis, keys: list[dict]) -> None:
-    """Append these deliveries (apply.split_deliveries' keys) to the stream, in one round trip."""
-    pipe = redis.pipeline(transaction=False)
+def record(pipe, keys: list[dict]) -> None:
+    """Add these deliveries (apply.split_deliveries' keys) to a Redis pipeline's stream appends;
+    the caller executes it, in one round trip with whatever else it holds."""
     for key in keys:
         pipe.xadd(STREAM, {"m": key["mid"], "c": "" if key["cid"] is None else key["cid"],
                            "s": key["smtp"] or "", "t": key["at"].isoformat()})
-    pipe.execute()
 
 
 def _key(fields) -> dict | None:
