@@ -425,6 +425,48 @@ def test_the_rank_index_counts_and_finds_cold_pages_as_count_and_offset_would(ap
     assert newcomer.id in [p.id for p in queries.people_page(clauses, "x", 3, 5)[0]]
 
 
+def test_a_warmed_process_compiles_nothing_for_a_syncs_first_pages(app, client, token):
+    """warm_up (run by crm/wsgi.py as each gunicorn worker starts) compiles the statements of a sync's pages,
+    a page asked cold and the count, so the first client of a process waits for none; it changes no row."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import event
+    from sqlalchemy.engine.default import CACHE_MISS
+
+    from api import queries
+    from api.warm import warm_up
+    from crm.models import utcnow
+
+    for _ in range(30):
+        factories.make_supporter()
+    key = db.session.scalar(db.select(ApiKey))
+    key.last_used_at = utcnow()  # its once-a-minute stamp is the key's, not the process's
+    db.session.commit()
+    queries.build_ranks()
+    rows = {model: db.session.scalar(db.select(db.func.count()).select_from(model))
+            for model in (Supporter, ApiKey, AuditLog)}
+    db.session.remove()
+    db.engine.clear_compiled_cache()
+    assert warm_up(app) > 0
+    assert {model: db.session.scalar(db.select(db.func.count()).select_from(model)) for model in rows} == rows
+    compiled = []
+
+    def note(conn, cursor, statement, parameters, context, executemany):
+        if context.cache_hit is CACHE_MISS:
+            compiled.append(statement)
+
+    event.listen(db.engine, "after_cursor_execute", note)
+    try:
+        since = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+        for page in (1, 2, 5):
+            response = call(client, "GET", "/api/v1/people", token, query_string={
+                "filter": f"modified_date gt '{since}'", "per_page": 25 if page < 5 else 5, "page": page})
+            assert response.status_code == 200
+    finally:
+        event.remove(db.engine, "after_cursor_execute", note)
+    assert compiled == []
+
+
 def test_the_signature_helper_commits_once_with_its_audit_row_and_outbound_events(app, client, token):
     """A new signer through the helper: supporter, signature, consent event, outbound events and the audit
     row are written in one transaction, one commit (the key's last-used time aside)."""
