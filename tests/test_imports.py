@@ -742,3 +742,42 @@ def test_opted_in_rows_are_announced_to_webhooks_once(make_app, tmp_path):
             assert db.session.scalar(db.select(db.func.count()).select_from(WebhookDelivery)) == 2
     finally:
         receiver.close()
+
+
+def test_signatures_an_import_adds_are_announced_to_webhooks_once(make_app, tmp_path):
+    """Rows imported as signatures of a petition each get one signature.created delivery, as the public
+    form's signatures do; a supporter who had signed already, and a re-run, announce nothing."""
+    import json
+
+    from crm.models import OutboundEvent, Signature
+    from outbound import service as outbound
+    from tests.test_outbound import Receiver
+
+    app = make_app(WEBHOOK_RETRY_SECONDS="0")
+    receiver = Receiver([204])
+    try:
+        with app.app_context():
+            outbound.save_settings(True, None)
+            outbound.create_endpoint({"url": receiver.url, "events": ["signature.created"]}, None)
+            petition = factories.make_petition(slug="clean-rivers")
+            signed = factories.make_supporter(email="signed@example.org")
+            factories.make_signature(petition, signed)
+            text = "Email,Consent\nnew@example.org,yes\nsigned@example.org,yes\nother@example.org,no\n"
+            job = do_import(tmp_path, text, petition_id=petition.id)
+            assert db.session.scalar(db.select(db.func.count()).select_from(OutboundEvent)) == 2
+            factories.drain(app)
+            bodies = [json.loads(body) for _, body in receiver.requests]
+            assert {b["type"] for b in bodies} == {"signature.created"}
+            new_ids = {supporter("new@example.org").id, supporter("other@example.org").id}
+            assert sorted(b["data"]["supporter_id"] for b in bodies) == sorted(new_ids)
+            signatures = {s.supporter_id: s.id for s in db.session.scalars(
+                db.select(Signature).where(Signature.petition_id == petition.id))}
+            for body in bodies:
+                assert body["data"] == {"petition_id": petition.id, "petition_slug": "clean-rivers",
+                                        "signature_id": signatures[body["data"]["supporter_id"]],
+                                        "supporter_id": body["data"]["supporter_id"]}
+            run_import(job)
+            factories.drain(app)
+            assert len(receiver.requests) == 2
+    finally:
+        receiver.close()

@@ -95,6 +95,8 @@ class Plan:
     tag_ids: list[int] = field(default_factory=list)
     rerun: bool = False
     announce: bool = False  # store a supporter.subscribed outbound event for each opted-in row
+    announce_signatures: bool = False  # and a signature.created one for each new signature
+    petition_slug: str = ""
 
     def consent_params(self) -> dict:
         return {"wording": self.evidence.wording, "reason_before": self.evidence.reason_before,
@@ -124,9 +126,12 @@ def job_petition(job: ImportJob) -> Petition | None:
 def make_plan(job: ImportJob, rerun: bool) -> Plan:
     options = job.options
     petition = job_petition(job)
+    wanted = events.wanted_types()
     plan = Plan(source=f"import:{job.id}", rerun=rerun, evidence=consent_evidence(job, petition),
                 petition_id=petition.id if petition is not None else None,
-                announce=events.is_wanted("supporter.subscribed", events.wanted_types()))
+                announce=events.is_wanted("supporter.subscribed", wanted),
+                announce_signatures=petition is not None and events.is_wanted("signature.created", wanted),
+                petition_slug=petition.slug if petition is not None else "")
     names = parse_tags(options.get("tags", ""))
     if names:
         now = _db_time(db.session.connection(), utcnow())
@@ -206,7 +211,8 @@ def apply_chunk(conn: Connection, accepted: Accepted, plan: Plan, payload=None) 
     if _is_pg(conn):
         created, updated, previously = _upsert_pg(conn, {
             **params, **plan.consent_params(), "petition_id": plan.petition_id, "tag_ids": plan.tag_ids,
-            "announce": plan.announce})
+            "announce": plan.announce, "announce_signatures": plan.announce_signatures,
+            "petition_slug": plan.petition_slug})
         created += previously
         return created, updated, len(accepted) - created - updated
     previously = conn.scalar(q.PREVIOUSLY_CREATED, params) if plan.rerun else 0
@@ -217,7 +223,12 @@ def apply_chunk(conn: Connection, accepted: Accepted, plan: Plan, payload=None) 
         conn.execute(q.ANNOUNCE_SUBSCRIBED, params)
     conn.execute(q.SUBSCRIBE_OPTED_IN, params)
     if plan.petition_id is not None:
+        # New ids come after the highest (one writer at a time on SQLite): those are the announced.
+        before = conn.scalar(q.LAST_SIGNATURE_ID) if plan.announce_signatures else None
         conn.execute(q.INSERT_SIGNATURES, {**params, "petition_id": plan.petition_id})
+        if plan.announce_signatures:
+            conn.execute(q.ANNOUNCE_SIGNED, {"now": now, "after": before, "petition_id": plan.petition_id,
+                                             "petition_slug": plan.petition_slug})
     for tag_id in plan.tag_ids:
         conn.execute(q.INSERT_TAGS, {"tag_id": tag_id})
     return created, updated, len(accepted) - created - updated
@@ -451,7 +462,7 @@ def run_import(job: ImportJob, progress: Callable[[ImportJob], None] | None = No
                 unrecognised.update(written.unrecognised)
                 total_rows = max(total_rows, totals["processed_rows"])
                 set_committed_value(job, "total_rows", total_rows)
-                if plan.announce:  # the chunk's outbound events are committed: the dispatch job takes them
+                if plan.announce or plan.announce_signatures:  # committed: the dispatch job takes them
                     events.wake()
                 report()
         job.total_rows = job.processed_rows

@@ -147,6 +147,16 @@ FROM import_stage AS st JOIN supporter AS s ON s.email = st.email WHERE true
 ON CONFLICT (petition_id, supporter_id) DO NOTHING
 """)
 
+# The signature.created outbound event the public form stores (crm/petitions/queries.py) for each
+# signature INSERT_SIGNATURES just made: those after the highest id before it.
+LAST_SIGNATURE_ID = text("SELECT COALESCE(MAX(id), 0) FROM signature")
+ANNOUNCE_SIGNED = text("""
+INSERT INTO outbound_event (event_type, data, created_at)
+SELECT 'signature.created', json_object('petition_id', petition_id, 'petition_slug', :petition_slug,
+                                        'signature_id', id, 'supporter_id', supporter_id), :now
+FROM signature WHERE id > :after AND petition_id = :petition_id
+""")
+
 # One statement per tag (a file carries a handful); the composite primary key dedupes.
 INSERT_TAGS = text("""
 INSERT INTO supporter_tag (supporter_id, tag_id)
@@ -254,6 +264,18 @@ signed AS (
     JOIN import_stage AS st ON st.email = t.email
     WHERE CAST(:petition_id AS integer) IS NOT NULL
     ON CONFLICT (petition_id, supporter_id) DO NOTHING
+    RETURNING id, supporter_id
+),
+signed_announced AS (
+    -- The signature.created event the public form stores (crm/petitions/queries.py), for each new one.
+    INSERT INTO outbound_event (event_type, data, created_at)
+    SELECT 'signature.created',
+           json_build_object('petition_id', CAST(:petition_id AS integer),
+                             'petition_slug', CAST(:petition_slug AS text), 'signature_id', g.id,
+                             'supporter_id', g.supporter_id),
+           CAST(:now AS timestamptz)
+    FROM signed AS g
+    WHERE CAST(:announce_signatures AS boolean)
 ),
 tagged AS (
     INSERT INTO supporter_tag (supporter_id, tag_id)
