@@ -17,10 +17,11 @@ resubscribes and by the unsubscribe undo.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 
-from sqlalchemy import case, exists, func, or_
+from sqlalchemy import bindparam, case, exists, func, or_
 
 from crm import audit
 from crm.emails import InvalidEmail, normalise_email
@@ -52,11 +53,28 @@ def entry_for(normalised_email: str) -> Suppression | None:
     return db.session.scalar(db.select(Suppression).where(Suppression.email_hash == email_hash(normalised_email)))
 
 
-def _insert():
+_COLUMNS = ("email_hash", "reason", "email", "detail", "source", "campaign_id", "added_by_id", "created_at")
+
+
+@functools.cache
+def _upsert(dialect: str, reason: str):
+    """The upsert for a reason (see suppress), built once per process: a bounce burst suppresses
+    thousands of addresses, and building the statement each time was most of suppress()'s cost."""
     from sqlalchemy.dialects.postgresql import insert as pg_insert
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-    return (pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert)(Suppression)
+    insert_into = pg_insert if dialect == "postgresql" else sqlite_insert
+    table = Suppression.__table__  # Core, not the ORM's bulk-insert path
+    stmt = insert_into(table).values({name: bindparam(name) for name in _COLUMNS})
+    if reason == "complained":
+        return stmt.on_conflict_do_update(
+            index_elements=["email_hash"], where=table.c.reason != "complained",
+            set_={"reason": stmt.excluded.reason, "detail": stmt.excluded.detail, "source": stmt.excluded.source,
+                  "campaign_id": stmt.excluded.campaign_id})
+    if reason == "erased":
+        return stmt.on_conflict_do_update(index_elements=["email_hash"], set_={
+            "email": None, "reason": case((table.c.reason == "complained", "complained"), else_="erased")})
+    return stmt.on_conflict_do_nothing(index_elements=["email_hash"])
 
 
 def suppress(normalised_email: str, reason: str = "erased", *, detail: str = "", source: str = "",
@@ -68,20 +86,11 @@ def suppress(normalised_email: str, reason: str = "erased", *, detail: str = "",
     One upsert on the unique hash: an existing entry keeps its reason and date, except that a
     complaint outranks every other reason (it can never be removed), and erasure wipes the
     stored address (hash only)."""
-    stmt = _insert().values(email_hash=email_hash(normalised_email), reason=reason,
-                            email=None if reason == "erased" else normalised_email, detail=detail[:2000],
-                            source=source[:120], campaign_id=campaign_id, added_by_id=added_by_id, created_at=utcnow())
-    if reason == "complained":
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["email_hash"], where=Suppression.reason != "complained",
-            set_={"reason": stmt.excluded.reason, "detail": stmt.excluded.detail, "source": stmt.excluded.source,
-                  "campaign_id": stmt.excluded.campaign_id})
-    elif reason == "erased":
-        stmt = stmt.on_conflict_do_update(index_elements=["email_hash"], set_={
-            "email": None, "reason": case((Suppression.reason == "complained", "complained"), else_="erased")})
-    else:
-        stmt = stmt.on_conflict_do_nothing(index_elements=["email_hash"])
-    db.session.execute(stmt)
+    conflict = reason if reason in ("complained", "erased") else "other"
+    db.session.execute(_upsert(db.engine.dialect.name, conflict), {
+        "email_hash": email_hash(normalised_email), "reason": reason,
+        "email": None if reason == "erased" else normalised_email, "detail": detail[:2000], "source": source[:120],
+        "campaign_id": campaign_id, "added_by_id": added_by_id, "created_at": utcnow()})
     if supporter_ids is None:
         supporter_ids = list(db.session.scalars(db.select(Supporter.id).where(Supporter.email == normalised_email)))
     withdrawn.announce(db.session, supporter_ids)
