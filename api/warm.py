@@ -34,13 +34,8 @@ def warm_up(app: Flask) -> float:
     try:
         with app.test_request_context("/api/v1/people"):
             _people()
-    except (SQLAlchemyError, RedisError, OSError) as exc:
+    except (SQLAlchemyError, RedisError, OSError) as exc:  # the session goes with the context
         log.warning("API warm-up skipped (%s)", type(exc).__name__)
-    finally:
-        with app.app_context():
-            from crm.extensions import db
-
-            db.session.remove()
     return time.perf_counter() - started
 
 

@@ -86,6 +86,14 @@ def is_postgres() -> bool:
     return db.engine.dialect.name == "postgresql"
 
 
+def upsert_insert(dialect: str):
+    """The dialect's INSERT construct, the one with ON CONFLICT (PostgreSQL's, else SQLite's)."""
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return pg_insert if dialect == "postgresql" else sqlite_insert
+
+
 def commit_retrying_once(work):
     """Run `work()` and commit; after a unique-constraint race, roll back and run it once more.
 

@@ -37,10 +37,9 @@ from datetime import timedelta
 
 from flask import current_app
 from sqlalchemy import bindparam, func, insert, select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from crm import events
+from crm.database import upsert_insert
 from crm.emails import mask_email
 from crm.extensions import db
 from crm.models import EngagementEvent, FeedbackEvent, FeedbackRules, Message, Supporter, utcnow
@@ -183,9 +182,8 @@ _EVENT_COLUMNS = ("provider", "event_id", "kind", "hard", "status", "detail", "o
 def _record_event_statement(dialect: str):
     """The INSERT ... ON CONFLICT DO NOTHING RETURNING id, built once per process: building it per
     event (values, coercion, its cache key) was a fifth of a worker's time per event."""
-    insert_into = pg_insert if dialect == "postgresql" else sqlite_insert
     table = FeedbackEvent.__table__  # Core, not the ORM's bulk-insert path
-    return (insert_into(table).values({name: bindparam(name) for name in _EVENT_COLUMNS})
+    return (upsert_insert(dialect)(table).values({name: bindparam(name) for name in _EVENT_COLUMNS})
             .on_conflict_do_nothing(index_elements=["provider", "event_id"]).returning(table.c.id))
 
 

@@ -201,8 +201,8 @@ def engagement_query(filters: Filters, include_email: bool) -> Select:
                 _is_true(Message.opened_by_machine), _is_set(Message.clicked_at),
                 _is_true(Message.clicked_by_machine), petitions.c.slugs]
     selected = _labelled(ENGAGEMENT, selected, include_email)
-    # The two small aggregates (unsubscribes, petitions per supporter) are hashed and the
-    # messages stream past them in id order.
+    # PostgreSQL scans the messages (in parallel) past hashes of the campaigns, the unsubscribes
+    # and the petitions per supporter, then sorts them by id.
     return (select(*selected).select_from(Message)
             .join(Campaign, Campaign.id == Message.campaign_id)
             .outerjoin(unsubscribes, and_(unsubscribes.c.campaign_id == Message.campaign_id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import random
@@ -59,6 +60,24 @@ def supporter(email):
 def rejected_rows(job):
     with open(job.rejected_path, encoding="utf-8", newline="") as fh:
         return list(csv.DictReader(fh))
+
+
+@contextlib.contextmanager
+def webhook_receiver(make_app, event_type: str):
+    """An app whose outbound webhooks send `event_type` to a real local receiver; yields (app, receiver)
+    inside the app's context."""
+    from outbound import service as outbound
+    from tests.test_outbound import Receiver
+
+    app = make_app(WEBHOOK_RETRY_SECONDS="0")
+    receiver = Receiver([204])
+    try:
+        with app.app_context():
+            outbound.save_settings(True, None)
+            outbound.create_endpoint({"url": receiver.url, "events": [event_type]}, None)
+            yield app, receiver
+    finally:
+        receiver.close()
 
 
 def assert_invariant(job):
@@ -715,33 +734,24 @@ def test_opted_in_rows_are_announced_to_webhooks_once(make_app, tmp_path):
     import json
 
     from crm.models import OutboundEvent, WebhookDelivery
-    from outbound import service as outbound
-    from tests.test_outbound import Receiver
 
-    app = make_app(WEBHOOK_RETRY_SECONDS="0")
-    receiver = Receiver([204])
-    try:
-        with app.app_context():
-            outbound.save_settings(True, None)
-            outbound.create_endpoint({"url": receiver.url, "events": ["supporter.subscribed"]}, None)
-            known = factories.make_supporter(email="known@example.org", subscribed=False,
-                                             email_status="never_subscribed")
-            factories.make_supporter(email="left@example.org", subscribed=False, email_status="unsubscribed")
-            text = ("Email,Consent\nnew@example.org,yes\nknown@example.org,yes\nleft@example.org,yes\n"
-                    "declined@example.org,no\n")
-            job = do_import(tmp_path, text)
-            assert db.session.scalar(db.select(db.func.count()).select_from(OutboundEvent)) == 2
-            factories.drain(app)
-            bodies = [json.loads(body) for _, body in receiver.requests]
-            subscribed = {supporter("new@example.org").id, known.id}
-            assert sorted(b["data"]["supporter_id"] for b in bodies) == sorted(subscribed)
-            assert {(b["type"], b["data"]["source"]) for b in bodies} == {("supporter.subscribed", f"import:{job.id}")}
-            run_import(job)
-            factories.drain(app)
-            assert len(receiver.requests) == 2
-            assert db.session.scalar(db.select(db.func.count()).select_from(WebhookDelivery)) == 2
-    finally:
-        receiver.close()
+    with webhook_receiver(make_app, "supporter.subscribed") as (app, receiver):
+        known = factories.make_supporter(email="known@example.org", subscribed=False,
+                                         email_status="never_subscribed")
+        factories.make_supporter(email="left@example.org", subscribed=False, email_status="unsubscribed")
+        text = ("Email,Consent\nnew@example.org,yes\nknown@example.org,yes\nleft@example.org,yes\n"
+                "declined@example.org,no\n")
+        job = do_import(tmp_path, text)
+        assert db.session.scalar(db.select(db.func.count()).select_from(OutboundEvent)) == 2
+        factories.drain(app)
+        bodies = [json.loads(body) for _, body in receiver.requests]
+        subscribed = {supporter("new@example.org").id, known.id}
+        assert sorted(b["data"]["supporter_id"] for b in bodies) == sorted(subscribed)
+        assert {(b["type"], b["data"]["source"]) for b in bodies} == {("supporter.subscribed", f"import:{job.id}")}
+        run_import(job)
+        factories.drain(app)
+        assert len(receiver.requests) == 2
+        assert db.session.scalar(db.select(db.func.count()).select_from(WebhookDelivery)) == 2
 
 
 def test_signatures_an_import_adds_are_announced_to_webhooks_once(make_app, tmp_path):
@@ -750,34 +760,25 @@ def test_signatures_an_import_adds_are_announced_to_webhooks_once(make_app, tmp_
     import json
 
     from crm.models import OutboundEvent, Signature
-    from outbound import service as outbound
-    from tests.test_outbound import Receiver
 
-    app = make_app(WEBHOOK_RETRY_SECONDS="0")
-    receiver = Receiver([204])
-    try:
-        with app.app_context():
-            outbound.save_settings(True, None)
-            outbound.create_endpoint({"url": receiver.url, "events": ["signature.created"]}, None)
-            petition = factories.make_petition(slug="clean-rivers")
-            signed = factories.make_supporter(email="signed@example.org")
-            factories.make_signature(petition, signed)
-            text = "Email,Consent\nnew@example.org,yes\nsigned@example.org,yes\nother@example.org,no\n"
-            job = do_import(tmp_path, text, petition_id=petition.id)
-            assert db.session.scalar(db.select(db.func.count()).select_from(OutboundEvent)) == 2
-            factories.drain(app)
-            bodies = [json.loads(body) for _, body in receiver.requests]
-            assert {b["type"] for b in bodies} == {"signature.created"}
-            new_ids = {supporter("new@example.org").id, supporter("other@example.org").id}
-            assert sorted(b["data"]["supporter_id"] for b in bodies) == sorted(new_ids)
-            signatures = {s.supporter_id: s.id for s in db.session.scalars(
-                db.select(Signature).where(Signature.petition_id == petition.id))}
-            for body in bodies:
-                assert body["data"] == {"petition_id": petition.id, "petition_slug": "clean-rivers",
-                                        "signature_id": signatures[body["data"]["supporter_id"]],
-                                        "supporter_id": body["data"]["supporter_id"]}
-            run_import(job)
-            factories.drain(app)
-            assert len(receiver.requests) == 2
-    finally:
-        receiver.close()
+    with webhook_receiver(make_app, "signature.created") as (app, receiver):
+        petition = factories.make_petition(slug="clean-rivers")
+        signed = factories.make_supporter(email="signed@example.org")
+        factories.make_signature(petition, signed)
+        text = "Email,Consent\nnew@example.org,yes\nsigned@example.org,yes\nother@example.org,no\n"
+        job = do_import(tmp_path, text, petition_id=petition.id)
+        assert db.session.scalar(db.select(db.func.count()).select_from(OutboundEvent)) == 2
+        factories.drain(app)
+        bodies = [json.loads(body) for _, body in receiver.requests]
+        assert {b["type"] for b in bodies} == {"signature.created"}
+        new_ids = {supporter("new@example.org").id, supporter("other@example.org").id}
+        assert sorted(b["data"]["supporter_id"] for b in bodies) == sorted(new_ids)
+        signatures = {s.supporter_id: s.id for s in db.session.scalars(
+            db.select(Signature).where(Signature.petition_id == petition.id))}
+        for body in bodies:
+            assert body["data"] == {"petition_id": petition.id, "petition_slug": "clean-rivers",
+                                    "signature_id": signatures[body["data"]["supporter_id"]],
+                                    "supporter_id": body["data"]["supporter_id"]}
+        run_import(job)
+        factories.drain(app)
+        assert len(receiver.requests) == 2

@@ -428,7 +428,7 @@ def test_flush_killed_between_read_and_commit_loses_nothing(send_app, smtp_serve
     def crash(*_args, **_kwargs):
         raise RuntimeError("worker died")
 
-    monkeypatch.setattr(flushing, "_first_times", crash)
+    monkeypatch.setattr(flushing, "_engagement_on_messages", crash)
     with pytest.raises(RuntimeError):
         flushing.flush(batch=7)
     db.session.rollback()

@@ -127,7 +127,7 @@ def write_batch(entries: list, result: FlushResult, redis: Redis | None = None) 
     newly_machine = [h for h in earlier if h.is_machine and h.key not in was_machine]
     if rows:
         _insert_events(rows)
-    _first_times(known, newly_machine)
+    _engagement_on_messages(known, newly_machine)
     _flag_earlier(newly_machine)
     db.session.commit()
     _remember_prefetches(redis, [h for h in at_delivery if not h.stored], sent_at, bursts)
@@ -303,7 +303,7 @@ class _Engaged:
     click_machine: bool = False
 
 
-def _first_times(hits: list[Hit], newly_machine: list[Hit] = ()) -> None:
+def _engagement_on_messages(hits: list[Hit], newly_machine: list[Hit] = ()) -> None:
     """Move the batch's messages' first human times and set their machine flags (one statement).
 
     `newly_machine` are earlier events the batch showed to be a machine's: their flags are set

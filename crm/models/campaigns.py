@@ -120,7 +120,7 @@ class Message(Base):
     sent_at: Mapped[datetime | None]
     # The first human open and click (tracking/flush.py), and whether a machine (an image
     # proxy's prefetch, a link scanner) opened or clicked it too: the message's engagement
-    # flags, read from its own row by the exports and reports.
+    # flags, read from its own row by the engagement export.
     opened_at: Mapped[datetime | None]
     clicked_at: Mapped[datetime | None]
     opened_by_machine: Mapped[bool] = mapped_column(default=False, server_default=text("false"))

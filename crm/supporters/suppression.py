@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import bindparam, case, exists, func, or_
 
 from crm import audit
+from crm.database import upsert_insert
 from crm.emails import InvalidEmail, normalise_email
 from crm.extensions import db
 from crm.models import Supporter, Suppression, utcnow
@@ -60,12 +61,8 @@ _COLUMNS = ("email_hash", "reason", "email", "detail", "source", "campaign_id", 
 def _upsert(dialect: str, reason: str):
     """The upsert for a reason (see suppress), built once per process: a bounce burst suppresses
     thousands of addresses, and building the statement each time was most of suppress()'s cost."""
-    from sqlalchemy.dialects.postgresql import insert as pg_insert
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    insert_into = pg_insert if dialect == "postgresql" else sqlite_insert
     table = Suppression.__table__  # Core, not the ORM's bulk-insert path
-    stmt = insert_into(table).values({name: bindparam(name) for name in _COLUMNS})
+    stmt = upsert_insert(dialect)(table).values({name: bindparam(name) for name in _COLUMNS})
     if reason == "complained":
         return stmt.on_conflict_do_update(
             index_elements=["email_hash"], where=table.c.reason != "complained",

@@ -6,8 +6,8 @@ Create Date: 2026-12-04 02:00:00
 
 message.opened_by_machine and message.clicked_by_machine, set by the tracking flush in the
 transaction that writes the event (tracking/flush.py), beside opened_at and clicked_at (the
-first human times). With the four, the engagement export and the report breakdowns read a
-message's flags from its own row instead of grouping every engagement event per message.
+first human times). With the four, the engagement export reads a message's flags from its
+own row instead of grouping every engagement event per message.
 Existing rows are filled from engagement_event.
 """
 from alembic import op
